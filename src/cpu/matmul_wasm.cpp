@@ -1,0 +1,177 @@
+// matmul_nt for the browser build: WebAssembly SIMD (128-bit, 4 floats) kernels, parallel over N.
+//
+// Y[M, N] = X[M, K] · W[N, K]^T + bias. Both operands are K-contiguous, so every output is a dot product of
+// a row of X and a row of W: the micro-kernels keep MR x NR vector accumulators (one per output), stream
+// both rows along K four floats at a time, and reduce horizontally once at the end (a 4x4 transpose-add
+// yields four finished outputs in one vector). No packing: the weights are used where they lie.
+//
+//   decode (M = 1, a GEMV): memory-bound on W; kernel 1x4 with K unrolled by 8 (two accumulators per
+//     output hide the add latency; wasm SIMD has no FMA in Emscripten 3.1.6).
+//   prefill (M up to n_ctx): blocks of MB rows of X (MB*K floats, ~96 KB, stay in L2) against panels of
+//     NR rows of W (stay in L1 while the block's rows stream past), kernel 4x2 (8 accumulators + 6 loads
+//     fit the 16 registers V8 has on x86-64 without spilling).
+// bench/bench_matmul_wasm.cpp measures it against Eigen under node.
+#include "cpu/ops.h"
+
+#include <wasm_simd128.h>
+
+#include <algorithm>
+#include <cstddef>
+
+#include "cpu/thread_pool.h"
+
+namespace igpt {
+namespace {
+
+inline float hsum(v128_t v) {
+    v128_t s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
+    s = wasm_f32x4_add(s, wasm_i32x4_shuffle(s, s, 1, 0, 3, 2));
+    return wasm_f32x4_extract_lane(s, 0);
+}
+
+// (a0+a1+a2+a3, b0+..., c0+..., d0+...) for four accumulators.
+inline v128_t hsum4(v128_t a, v128_t b, v128_t c, v128_t d) {
+    v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5);  // a0 b0 a1 b1
+    v128_t ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);  // a2 b2 a3 b3
+    v128_t cd_lo = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5);
+    v128_t cd_hi = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+    v128_t ab = wasm_f32x4_add(ab_lo, ab_hi);             // a01' b01' a23' b23' (partial)
+    v128_t cd = wasm_f32x4_add(cd_lo, cd_hi);
+    v128_t lo = wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5);
+    v128_t hi = wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7);
+    return wasm_f32x4_add(lo, hi);
+}
+
+// One row of X against four rows of W (the GEMV kernel). K4 = K rounded down to a multiple of 4.
+inline void kernel_1x4(const float* x, const float* w, int64_t K, int64_t ldw, const float* bias, float* y) {
+    const float* w0 = w;
+    const float* w1 = w + ldw;
+    const float* w2 = w + 2 * ldw;
+    const float* w3 = w + 3 * ldw;
+    v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+    v128_t b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        v128_t xa = wasm_v128_load(x + k), xb = wasm_v128_load(x + k + 4);
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xa, wasm_v128_load(w0 + k)));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xa, wasm_v128_load(w1 + k)));
+        a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xa, wasm_v128_load(w2 + k)));
+        a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xa, wasm_v128_load(w3 + k)));
+        b0 = wasm_f32x4_add(b0, wasm_f32x4_mul(xb, wasm_v128_load(w0 + k + 4)));
+        b1 = wasm_f32x4_add(b1, wasm_f32x4_mul(xb, wasm_v128_load(w1 + k + 4)));
+        b2 = wasm_f32x4_add(b2, wasm_f32x4_mul(xb, wasm_v128_load(w2 + k + 4)));
+        b3 = wasm_f32x4_add(b3, wasm_f32x4_mul(xb, wasm_v128_load(w3 + k + 4)));
+    }
+    for (; k + 4 <= K; k += 4) {
+        v128_t xa = wasm_v128_load(x + k);
+        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xa, wasm_v128_load(w0 + k)));
+        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xa, wasm_v128_load(w1 + k)));
+        a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xa, wasm_v128_load(w2 + k)));
+        a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xa, wasm_v128_load(w3 + k)));
+    }
+    v128_t s = hsum4(wasm_f32x4_add(a0, b0), wasm_f32x4_add(a1, b1), wasm_f32x4_add(a2, b2),
+                     wasm_f32x4_add(a3, b3));
+    alignas(16) float out[4];
+    wasm_v128_store(out, s);
+    for (; k < K; ++k) {
+        out[0] += x[k] * w0[k];
+        out[1] += x[k] * w1[k];
+        out[2] += x[k] * w2[k];
+        out[3] += x[k] * w3[k];
+    }
+    for (int j = 0; j < 4; ++j) y[j] = out[j] + (bias ? bias[j] : 0.0f);
+}
+
+// MR rows of X against NR rows of W, any K; MR, NR <= 4. Used for the prefill tiles and all edges.
+template <int MR, int NR>
+inline void kernel_tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+                        const float* bias, float* y, int64_t ldy) {
+    v128_t acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = wasm_f32x4_splat(0);
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+        v128_t wv[NR];
+        for (int j = 0; j < NR; ++j) wv[j] = wasm_v128_load(w + j * ldw + k);
+        for (int i = 0; i < MR; ++i) {
+            v128_t xv = wasm_v128_load(x + i * ldx + k);
+            for (int j = 0; j < NR; ++j) acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(xv, wv[j]));
+        }
+    }
+    for (int i = 0; i < MR; ++i) {
+        for (int j = 0; j < NR; ++j) {
+            float s = hsum(acc[i][j]);
+            for (int64_t kk = k; kk < K; ++kk) s += x[i * ldx + kk] * w[j * ldw + kk];
+            y[i * ldy + j] = s + (bias ? bias[j] : 0.0f);
+        }
+    }
+}
+
+template <int MR>
+inline void tile_rows(int nr, const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+                      const float* bias, float* y, int64_t ldy) {
+    switch (nr) {
+        case 1: kernel_tile<MR, 1>(x, ldx, w, ldw, K, bias, y, ldy); break;
+        case 2: kernel_tile<MR, 2>(x, ldx, w, ldw, K, bias, y, ldy); break;
+        case 3: kernel_tile<MR, 3>(x, ldx, w, ldw, K, bias, y, ldy); break;
+        default: kernel_tile<MR, 4>(x, ldx, w, ldw, K, bias, y, ldy); break;
+    }
+}
+
+inline void tile(int mr, int nr, const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K,
+                 const float* bias, float* y, int64_t ldy) {
+    switch (mr) {
+        case 1: tile_rows<1>(nr, x, ldx, w, ldw, K, bias, y, ldy); break;
+        case 2: tile_rows<2>(nr, x, ldx, w, ldw, K, bias, y, ldy); break;
+        case 3: tile_rows<3>(nr, x, ldx, w, ldw, K, bias, y, ldy); break;
+        default: tile_rows<4>(nr, x, ldx, w, ldw, K, bias, y, ldy); break;
+    }
+}
+
+// Output columns [n0, n1) of Y for all M rows.
+void matmul_cols(const float* X, int64_t M, int64_t K, const float* W, const float* bias, float* Y, int64_t N,
+                 int64_t n0, int64_t n1) {
+    if (M == 1) {  // decode: GEMV
+        int64_t n = n0;
+        for (; n + 4 <= n1; n += 4) kernel_1x4(X, W + n * K, K, K, bias ? bias + n : nullptr, Y + n);
+        for (; n < n1; ++n) kernel_tile<1, 1>(X, K, W + n * K, K, K, bias ? bias + n : nullptr, Y + n, N);
+        return;
+    }
+    constexpr int MR = 4, NR = 2;
+    // Rows of X per block: the block (MB x K floats) stays in L2 while the panels of W pass over it.
+    const int64_t MB = std::max<int64_t>(MR, std::min<int64_t>(128, (24 * 1024 / std::max<int64_t>(K, 1)) / MR * MR));
+    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+        const int64_t m1 = std::min(M, m0 + MB);
+        for (int64_t n = n0; n < n1; n += NR) {
+            const int nr = int(std::min<int64_t>(NR, n1 - n));
+            const float* w = W + n * K;
+            const float* b = bias ? bias + n : nullptr;
+            int64_t m = m0;
+            for (; m + MR <= m1; m += MR) {
+                if (nr == NR) kernel_tile<MR, NR>(X + m * K, K, w, K, K, b, Y + m * N + n, N);
+                else tile(MR, nr, X + m * K, K, w, K, K, b, Y + m * N + n, N);
+            }
+            if (m < m1) tile(int(m1 - m), nr, X + m * K, K, w, K, K, b, Y + m * N + n, N);
+        }
+    }
+}
+
+}  // namespace
+
+void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
+               ThreadPool* pool) {
+    if (M <= 0 || N <= 0) return;
+    // Work in groups of 4 output columns so every thread's chunk starts on a kernel boundary.
+    const int64_t groups = (N + 3) / 4;
+    const int64_t flops_per_group = 8 * M * K;
+    const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(flops_per_group, 1));
+    if (!pool || pool->size() <= 1 || groups <= grain) {
+        matmul_cols(X, M, K, W, bias, Y, N, 0, N);
+        return;
+    }
+    pool->parallel_for(groups, grain, [&](int64_t g0, int64_t g1, int32_t) {
+        matmul_cols(X, M, K, W, bias, Y, N, g0 * 4, std::min(N, g1 * 4));
+    });
+}
+
+}  // namespace igpt

@@ -1,0 +1,104 @@
+// Persistent worker threads with dynamic chunk claiming and a spin-then-sleep wait (see thread_pool.h).
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define IGPT_PAUSE() _mm_pause()
+#else
+#define IGPT_PAUSE() ((void)0)
+#endif
+
+namespace igpt {
+
+namespace {
+constexpr auto kSpin = std::chrono::microseconds(50);  // covers the gap between ops of one decode step
+inline uint32_t gen_of(uint64_t s) { return uint32_t(s >> 32); }
+}  // namespace
+
+ThreadPool::ThreadPool(int32_t threads) {
+    if (threads <= 0) threads = int32_t(std::max(1u, std::thread::hardware_concurrency()));
+    n_ = threads;
+    for (int32_t i = 1; i < n_; ++i) threads_.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_.store(true);
+        state_.fetch_add(uint64_t(1) << 32);
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+}
+
+bool ThreadPool::run_chunks(uint32_t gen, int32_t idx) {
+    bool any = false;
+    for (;;) {
+        uint64_t s = state_.load(std::memory_order_acquire);
+        if (gen_of(s) != gen) return any;
+        const uint32_t chunk = uint32_t(s);
+        if (int32_t(chunk) >= job_chunks_.load(std::memory_order_relaxed)) return any;
+        if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel)) continue;
+        // The claim succeeded for generation `gen`, whose job fields stay put until its chunks are done.
+        const int64_t n = job_n_.load(std::memory_order_relaxed);
+        const int32_t chunks = job_chunks_.load(std::memory_order_relaxed);
+        const int64_t b = n * chunk / chunks, e = n * (chunk + 1) / chunks;
+        (*job_.load(std::memory_order_relaxed))(b, e, idx);
+        done_.fetch_add(1, std::memory_order_acq_rel);
+        any = true;
+    }
+}
+
+void ThreadPool::worker(int32_t idx) {
+    uint32_t seen = 0;
+    for (;;) {
+        uint32_t g = gen_of(state_.load(std::memory_order_acquire));
+        if (g == seen) {
+            const auto until = std::chrono::steady_clock::now() + kSpin;
+            while (g == seen && std::chrono::steady_clock::now() < until) {
+                for (int i = 0; i < 16; ++i) IGPT_PAUSE();
+                g = gen_of(state_.load(std::memory_order_acquire));
+            }
+        }
+        if (g == seen) {
+            std::unique_lock<std::mutex> lk(mu_);
+            sleepers_.fetch_add(1);
+            cv_.wait(lk, [&] { return gen_of(state_.load(std::memory_order_acquire)) != seen; });
+            sleepers_.fetch_sub(1);
+            g = gen_of(state_.load(std::memory_order_acquire));
+        }
+        seen = g;
+        if (stop_.load()) return;
+        run_chunks(g, idx);
+    }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int32_t)>& fn) {
+    if (n <= 0) return;
+    grain = std::max<int64_t>(1, grain);
+    const int64_t max_chunks = (n + grain - 1) / grain;
+    if (n_ == 1 || max_chunks <= 1) {
+        fn(0, n, 0);
+        return;
+    }
+    // Two chunks per thread: balances a thread that starts late without many tiny calls.
+    const int32_t chunks = int32_t(std::min<int64_t>(max_chunks, 2 * int64_t(n_)));
+    job_.store(&fn, std::memory_order_relaxed);
+    job_n_.store(n, std::memory_order_relaxed);
+    job_chunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint32_t gen;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        gen = gen_of(state_.load()) + 1;
+        state_.store(uint64_t(gen) << 32, std::memory_order_release);  // new generation, chunk 0
+    }
+    if (sleepers_.load() > 0) cv_.notify_all();
+    run_chunks(gen, 0);
+    while (done_.load(std::memory_order_acquire) != chunks) IGPT_PAUSE();
+}
+
+}  // namespace igpt

@@ -1,0 +1,184 @@
+// Image decoding (stb_image), the model's preparation (centre crop + area-averaging resize) and PNG output.
+#include "image.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "error.h"
+#include "model.h"  // read_file, write_file_atomic
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_STDIO
+#define STBI_FAILURE_USERMSG
+#include <stb/stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+
+namespace igpt {
+
+Image load_image(const std::string& path, const ImageLimits& limits) {
+    std::vector<uint8_t> bytes = read_file(path, limits.max_file_bytes);
+    return decode_image(bytes.data(), bytes.size(), path, limits);
+}
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& what, const ImageLimits& limits) {
+    if (int64_t(size) > limits.max_file_bytes) throw Error(what + ": image file is too large");
+    if (size == 0) throw Error(what + ": empty file, not an image");
+    if (size > size_t(INT32_MAX)) throw Error(what + ": image file is too large");
+    int w = 0, h = 0, comp = 0;
+    // Check dimensions before decoding, so an image bomb is refused without allocating its pixels.
+    if (!stbi_info_from_memory(data, int(size), &w, &h, &comp))
+        throw Error(what + ": not a readable image (" + std::string(stbi_failure_reason()) + ")");
+    if (w <= 0 || h <= 0 || int64_t(w) * h > limits.max_pixels)
+        throw Error(what + ": image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the limit of " +
+                    std::to_string(limits.max_pixels) + " pixels");
+    // Decode to RGBA at 8 bits (16-bit PNGs are scaled down by stb), then composite alpha over white.
+    stbi_uc* px = stbi_load_from_memory(data, int(size), &w, &h, &comp, 4);
+    if (!px) throw Error(what + ": cannot decode image (" + std::string(stbi_failure_reason()) + ")");
+    Image img;
+    img.w = w;
+    img.h = h;
+    img.rgb.resize(size_t(w) * h * 3);
+    for (size_t i = 0; i < size_t(w) * h; ++i) {
+        const uint32_t a = px[4 * i + 3];
+        for (int c = 0; c < 3; ++c)
+            img.rgb[3 * i + c] = uint8_t((px[4 * i + c] * a + 255 * (255 - a) + 127) / 255);
+    }
+    stbi_image_free(px);
+    return img;
+}
+
+Image prepare_image(const Image& img, int32_t out_h, int32_t out_w) {
+    if (img.w <= 0 || img.h <= 0) throw Error("empty image");
+    // Centre crop to the target aspect ratio (in source pixels, fractional allowed for exact centring).
+    double cw = img.w, ch = img.h;
+    if (double(img.w) * out_h > double(img.h) * out_w) cw = double(img.h) * out_w / out_h;
+    else ch = double(img.w) * out_h / out_w;
+    const double x0 = (img.w - cw) / 2, y0 = (img.h - ch) / 2;
+    Image out;
+    out.w = out_w;
+    out.h = out_h;
+    out.rgb.resize(size_t(out_w) * out_h * 3);
+    if (cw == out_w && ch == out_h && x0 == std::floor(x0) && y0 == std::floor(y0)) {
+        for (int32_t y = 0; y < out_h; ++y)
+            std::memcpy(&out.rgb[size_t(y) * out_w * 3], &img.rgb[((size_t(y0) + y) * img.w + size_t(x0)) * 3],
+                        size_t(out_w) * 3);
+        return out;
+    }
+    const double sx = cw / out_w, sy = ch / out_h;
+    auto src = [&](int64_t x, int64_t y, int c) -> double {
+        x = std::clamp<int64_t>(x, 0, img.w - 1);
+        y = std::clamp<int64_t>(y, 0, img.h - 1);
+        return img.rgb[(size_t(y) * img.w + size_t(x)) * 3 + c];
+    };
+    for (int32_t oy = 0; oy < out_h; ++oy) {
+        for (int32_t ox = 0; ox < out_w; ++ox) {
+            double acc[3] = {0, 0, 0};
+            if (sx >= 1.0 && sy >= 1.0) {
+                // Area average: every source pixel weighted by its overlap with the output pixel's footprint.
+                const double fx0 = x0 + ox * sx, fx1 = fx0 + sx, fy0 = y0 + oy * sy, fy1 = fy0 + sy;
+                double wsum = 0;
+                for (int64_t y = int64_t(std::floor(fy0)); y < int64_t(std::ceil(fy1)); ++y) {
+                    const double wy = std::min<double>(fy1, y + 1) - std::max<double>(fy0, y);
+                    if (wy <= 0) continue;
+                    for (int64_t x = int64_t(std::floor(fx0)); x < int64_t(std::ceil(fx1)); ++x) {
+                        const double wx = std::min<double>(fx1, x + 1) - std::max<double>(fx0, x);
+                        if (wx <= 0) continue;
+                        for (int c = 0; c < 3; ++c) acc[c] += wx * wy * src(x, y, c);
+                        wsum += wx * wy;
+                    }
+                }
+                for (double& a : acc) a /= wsum;
+            } else {
+                // Enlarging (in either axis): bilinear on pixel centres.
+                const double fx = x0 + (ox + 0.5) * sx - 0.5, fy = y0 + (oy + 0.5) * sy - 0.5;
+                const int64_t ix = int64_t(std::floor(fx)), iy = int64_t(std::floor(fy));
+                const double ax = fx - ix, ay = fy - iy;
+                for (int c = 0; c < 3; ++c)
+                    acc[c] = (1 - ay) * ((1 - ax) * src(ix, iy, c) + ax * src(ix + 1, iy, c)) +
+                             ay * ((1 - ax) * src(ix, iy + 1, c) + ax * src(ix + 1, iy + 1, c));
+            }
+            for (int c = 0; c < 3; ++c)
+                out.rgb[(size_t(oy) * out_w + ox) * 3 + c] = uint8_t(std::clamp(std::lround(acc[c]), 0l, 255l));
+        }
+    }
+    return out;
+}
+
+std::vector<std::string> list_image_files(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw Error(dir + " is not a folder");
+    std::vector<std::string> out;
+    fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+    if (ec) throw Error("cannot read folder " + dir + ": " + ec.message());
+    for (; it != end; it.increment(ec)) {
+        if (ec) throw Error("cannot read folder " + dir + ": " + ec.message());
+        if (!it->is_regular_file(ec)) continue;
+        std::string ext = it->path().extension().string();
+        for (char& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        static const char* kExts[] = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".psd", ".hdr"};
+        for (const char* e : kExts)
+            if (ext == e) { out.push_back(it->path().string()); break; }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+Image upscale_nearest(const Image& img, int32_t f) {
+    Image out;
+    out.w = img.w * f;
+    out.h = img.h * f;
+    out.rgb.resize(size_t(out.w) * out.h * 3);
+    for (int32_t y = 0; y < out.h; ++y)
+        for (int32_t x = 0; x < out.w; ++x)
+            std::memcpy(&out.rgb[(size_t(y) * out.w + x) * 3], &img.rgb[(size_t(y / f) * img.w + x / f) * 3], 3);
+    return out;
+}
+
+namespace {
+
+uint32_t crc32(const uint8_t* p, size_t n, uint32_t c = 0xffffffffu) {
+    for (size_t i = 0; i < n; ++i) {
+        c ^= p[i];
+        for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+    }
+    return c;
+}
+
+void put_be32(std::vector<uint8_t>& v, uint32_t x) {
+    for (int i = 3; i >= 0; --i) v.push_back(uint8_t(x >> (8 * i)));
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_png(const Image& img, const std::vector<std::pair<std::string, std::string>>& text) {
+    int len = 0;
+    unsigned char* png = stbi_write_png_to_mem(img.rgb.data(), img.w * 3, img.w, img.h, 3, &len);
+    if (!png) throw Error("cannot encode PNG");
+    std::vector<uint8_t> out(png, png + len);
+    STBIW_FREE(png);
+    // Insert tEXt chunks right after IHDR (8-byte signature + 25-byte IHDR chunk).
+    std::vector<uint8_t> chunks;
+    for (const auto& [k, v] : text) {
+        std::vector<uint8_t> body(k.begin(), k.end());
+        body.push_back(0);
+        body.insert(body.end(), v.begin(), v.end());
+        put_be32(chunks, uint32_t(body.size()));
+        std::vector<uint8_t> typed = {'t', 'E', 'X', 't'};
+        typed.insert(typed.end(), body.begin(), body.end());
+        chunks.insert(chunks.end(), typed.begin(), typed.end());
+        put_be32(chunks, crc32(typed.data(), typed.size()) ^ 0xffffffffu);
+    }
+    out.insert(out.begin() + 33, chunks.begin(), chunks.end());
+    return out;
+}
+
+void write_png(const std::string& path, const Image& img, const std::vector<std::pair<std::string, std::string>>& text) {
+    std::vector<uint8_t> bytes = encode_png(img, text);
+    write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+}  // namespace igpt

@@ -1,0 +1,123 @@
+// The Image GPT network for training: forward with every activation kept (named, llm.c style) and the
+// hand-written backward, for one image at a time. TrainCompute runs a batch of images on the CPU, one
+// image per thread at a time, each thread with its own activations and gradient buffer; a CUDA trainer
+// would implement the same TrainCompute interface.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "config.h"
+#include "weights.h"
+
+namespace igpt {
+class ThreadPool;
+}
+
+namespace igpt::train {
+
+// Pointers into a flat buffer of scalars laid out by igpt::param_layout (found by tensor name, so the
+// same layout serves float weights, double test copies, gradients and AdamW moments).
+template <typename F>
+struct LayerWeights {
+    F* ln1_g = nullptr;    // (C)
+    F* qkv_w = nullptr;    // (3C, C)
+    F* qkv_b = nullptr;    // (3C) or null
+    F* proj_w = nullptr;   // (C, C)
+    F* proj_b = nullptr;   // (C) or null
+    F* ln2_g = nullptr;    // (C)
+    F* fc_w = nullptr;     // (H, C)
+    F* fc_b = nullptr;     // (H) or null
+    F* mproj_w = nullptr;  // (C, H)
+    F* mproj_b = nullptr;  // (C) or null
+};
+template <typename F>
+struct Weights {
+    F* sos = nullptr;     // (C)
+    F* wte = nullptr;     // (V, C)
+    F* wpe = nullptr;     // (T, C)
+    std::vector<LayerWeights<F>> layers;
+    F* lnf_g = nullptr;   // (C)
+    F* head_w = nullptr;  // (V, C)
+};
+template <typename F>
+Weights<F> bind_weights(const ModelConfig& cfg, F* base);
+
+// Activation buffers are 32-byte aligned: Eigen's vectorised reductions peel to an aligned start, so the
+// rounding of a sum would otherwise depend on where malloc put the buffer (and a resumed run would drift
+// from the uninterrupted one).
+template <typename F>
+using Buf = std::vector<F, Eigen::aligned_allocator<F>>;
+
+// Activations of one image, kept for the backward pass. Shapes with T = n_ctx, C = width, H = hidden,
+// NH = heads, V = vocab.
+template <typename F>
+struct LayerActs {
+    Buf<F> ln1;      // (T, C)   norm of the residual entering the block
+    Buf<F> rstd1;    // (T)
+    Buf<F> qkv;      // (T, 3C)
+    Buf<F> att;      // (NH, T, T) softmax probabilities
+    Buf<F> atty;     // (T, C)   attention output before the projection
+    Buf<F> res_mid;  // (T, C)   residual after the attention branch
+    Buf<F> ln2;      // (T, C)
+    Buf<F> rstd2;    // (T)
+    Buf<F> fc;       // (T, H)   MLP pre-activation
+    Buf<F> fc_act;   // (T, H)   quick_gelu(fc)
+};
+template <typename F>
+struct Acts {
+    std::vector<Buf<F>> res;  // L+1 of (T, C): res[0] = embeddings, res[l+1] = block l's output
+    std::vector<LayerActs<F>> layers;
+    Buf<F> lnf;               // (T, C)
+    Buf<F> rstdf;             // (T)
+    Buf<F> logits;            // (T, V); after backward(): dlogits
+};
+
+// One image's forward + backward, with its own activation and scratch memory (not thread-safe: one per
+// thread).
+template <typename F>
+class Net {
+public:
+    explicit Net(const ModelConfig& cfg);
+    // tokens: (T) the image's palette indices (the targets; inputs are shifted right behind sos).
+    // Returns the sum over positions of -ln p(token); pixel_nats (optional, (T)) gets each position's.
+    double forward(const Weights<F>& w, const int32_t* tokens, float* pixel_nats = nullptr);
+    // After forward() on the same tokens: accumulates d(scale * sum nll)/d(params) into g.
+    void backward(const Weights<F>& w, const int32_t* tokens, F scale, const Weights<F>& g);
+
+    const ModelConfig& cfg() const { return cfg_; }
+    Acts<F> acts;
+
+private:
+    ModelConfig cfg_;
+    Buf<F> dres, dln, dqkv, datty, dfc, scratch;  // backward scratch
+};
+
+// FLOPs of one training step per image (forward + backward, multiply-add = 2, causal attention counted
+// as the lower triangle only): for reporting achieved GFLOP/s.
+double train_flops_per_image(const ModelConfig& cfg);
+
+// A batch of images on the CPU: data-parallel over images on `threads` threads.
+class TrainCompute {
+public:
+    TrainCompute(const ModelConfig& cfg, int32_t threads);
+    ~TrainCompute();
+    int32_t threads() const;
+    // tokens: (B, T). Accumulates d(scale * sum of nll)/dparams into grads (flat layout). Returns the
+    // sum of nll (nats) over all B*T positions. Deterministic for a given thread count.
+    double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale, float* grads);
+    // Forward only: sum of nll over all positions; pixel_nats (optional, (B, T)).
+    double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr);
+
+private:
+    ModelConfig cfg_;
+    size_t n_params_;
+    std::unique_ptr<ThreadPool> pool_;
+    std::vector<std::unique_ptr<Net<float>>> nets_;
+    std::vector<Buf<float>> grads_;  // per lane (a fixed share of each batch)
+};
+
+}  // namespace igpt::train

@@ -1,0 +1,197 @@
+// End-to-end test of the browser app in Debian's headless chromium, driven by playwright-core.
+//   node tests/web/e2e.js [www root]        (tests/web/run.sh runs it; root defaults to build-web/www)
+// Starts serve.py on a free loopback port, opens the page, waits for the model, drags the crop line with the
+// mouse, completes, and checks: crossOriginIsolated, the kept rows equal the input's quantised rows, the rest
+// filled, sample tile pixels change while it runs, the frame rate holds, cancel, a corrupt image and a
+// missing model give one-line errors and the app keeps working, settings survive a reload. Screenshots go
+// to build-web/test-web/.
+'use strict';
+const { spawn } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const REPO = path.resolve(__dirname, '..', '..');
+const ROOT = path.resolve(process.argv[2] || path.join(REPO, 'build-web', 'www'));
+const OUT = process.env.IGPT_WEB_TEST_OUT || path.join(REPO, 'build-web', 'test-web');
+const KEEP = 25;  // rows kept after the drag
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                       '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+let passed = 0, failed = 0;
+function check(ok, what, detail = '') {
+  if (ok) passed++; else failed++;
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}${detail ? '  (' + detail + ')' : ''}`);
+  return ok;
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('python3', [path.join(REPO, 'serve.py'), '--port', '0', '--root', ROOT, '--quiet'],
+                       { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    proc.stdout.on('data', (d) => {
+      buf += d;
+      const m = buf.match(/at (http:\/\/127\.0\.0\.1:\d+\/)/);
+      if (m) resolve({ proc, url: m[1] });
+    });
+    proc.on('exit', (code) => reject(new Error('serve.py exited with ' + code)));
+  });
+}
+
+async function waitFor(page, fn, arg, timeout, what) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+    return true;
+  } catch (e) {
+    return check(false, 'timed out waiting for ' + what);
+  }
+}
+
+const state = (page) => page.evaluate(() => igptHost.state());
+
+async function main() {
+  fs.mkdirSync(OUT, { recursive: true });
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+                                          args: CHROMIUM_ARGS, headless: true });
+  const consoleLines = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const page = await context.newPage();
+    page.on('console', (m) => consoleLines.push(m.text()));
+    page.on('pageerror', (e) => consoleLines.push('pageerror: ' + e.message));
+
+    await page.goto(server.url + '?seed=3&samples=4&rows=20&temperature=1&top_k=0&threads=1');
+    check(await page.evaluate(() => self.crossOriginIsolated === true), 'page is crossOriginIsolated');
+    if (!await waitFor(page, () => typeof igptHost !== "undefined" && igptHost.app && igptHost.state().model_state === 2 &&
+                       igptHost.state().seen_tokens.length > 0 && igptHost.state().seen_rect[2] > 0,
+                       null, 60000, 'model + sample image')) return;
+    let s = await state(page);
+    check(s.model !== '' && s.n_ctx > 0, 'model loaded from the manifest', `${s.model}, n_ctx ${s.n_ctx}`);
+    check(s.settings.rows === 20 && s.settings.samples === 4 && s.settings.seed === 3 && s.settings.threads === 1,
+          'settings from the URL');
+
+    // Drag the crop line with the mouse from row 20 to row KEEP (snaps to rows). Kept small so the test stays
+    // short on a loaded 2-core machine: 4 x (32 - KEEP) rows of pixels to generate.
+    const [x, y, w, h] = s.seen_rect;
+    const H = s.n_ctx / s.image_w, cell = h / H;
+    await page.mouse.move(x + w / 2, y + 20 * cell);
+    await page.mouse.down();
+    await page.mouse.move(x + w / 2, y + 15.3 * cell, { steps: 4 });
+    await page.mouse.move(x + w / 2, y + (KEEP + 0.2) * cell, { steps: 4 });
+    await page.mouse.up();
+    await page.waitForTimeout(200);
+    s = await state(page);
+    check(s.settings.rows === KEEP, `crop line dragged by mouse to row ${KEEP}`, 'rows ' + s.settings.rows);
+    await page.screenshot({ path: path.join(OUT, 'before.png') });
+
+    // Complete; watch tile 0's pixels change and the frame rate while the worker threads run.
+    await page.evaluate(() => igptHost.action('complete'));
+    await waitFor(page, () => igptHost.state().tile_rects.length > 0, null, 5000, 'sample tiles');
+    s = await state(page);
+    check(s.running || s.results.length === 4, 'completion started', s.message);
+    const [tx, ty, tw, th] = s.tile_rects[0];
+    const clip = { x: tx, y: ty, width: tw, height: th };
+    const shots = [];
+    const fps = await page.evaluate(() => new Promise((res) => {
+      let n = 0; const t0 = performance.now();
+      const tick = () => { n++; if (performance.now() - t0 < 1000) requestAnimationFrame(tick); else res(n); };
+      requestAnimationFrame(tick);
+    }));
+    for (let i = 0; i < 3; i++) {
+      shots.push(await page.screenshot({ clip }));
+      await page.waitForTimeout(150);
+    }
+    const running = (await state(page)).running;
+    check(fps >= 5, 'UI keeps drawing during completion', `${fps} frames in 1 s, running ${running}`);
+    await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
+    shots.push(await page.screenshot({ clip }));
+    const changes = shots.slice(1).filter((b, i) => Buffer.compare(b, shots[i]) !== 0).length;
+    check(changes >= 1, 'sample tile pixels change over time', `${changes} of ${shots.length - 1} intervals`);
+    s = await state(page);
+    const kept = KEEP * s.image_w;
+    let keptOk = true, filledOk = true, varied = false;
+    for (const r of s.results) {
+      keptOk = keptOk && r.kept === kept && r.tokens.slice(0, kept).every((t, i) => t === s.seen_tokens[i]);
+      filledOk = filledOk && r.filled === s.n_ctx;
+      varied = varied || new Set(r.tokens.slice(kept)).size > 1;
+    }
+    check(s.results.length === 4, '4 samples', s.message);
+    check(keptOk, 'kept rows equal the input\'s quantised rows');
+    check(filledOk && varied, 'the rest of every sample was filled', s.message);
+    check(!s.error && /done in/.test(s.message), 'status line reports the time', s.message);
+    await page.screenshot({ path: path.join(OUT, 'screenshot.png') });
+    const tokensBefore = JSON.stringify(s.results.map((r) => r.tokens));
+
+    // Entropy overlay + a pixel tooltip (hover a generated pixel), for the screenshot.
+    await page.evaluate(() => igptHost.setSettings({ overlay: true }));
+    await page.mouse.move(tx + tw * 0.5, ty + th * 0.8);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: path.join(OUT, 'overlay.png') });
+    await page.evaluate(() => igptHost.setSettings({ overlay: false }));
+
+    // A corrupt image: one-line error, the input and results stay.
+    await page.evaluate(() => igptHost.openBytes(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3, 4]), 'corrupt.png'));
+    s = await state(page);
+    check(s.error && s.message.includes('corrupt.png') && !s.message.includes('\n'), 'corrupt image: one-line error',
+          s.message);
+    check(JSON.stringify(s.results.map((r) => r.tokens)) === tokensBefore && s.seen_tokens.length > 0,
+          'corrupt image: the image and samples are kept');
+
+    // A model that fails to download, and one that is not a model: one-line errors, the current model stays.
+    const modelBefore = s.model;
+    await page.evaluate(() => igptHost.setManifest(JSON.stringify({ models: [
+      { name: 'missing', file: 'missing.safetensors', size: 10 },
+      { name: 'not a model', file: '../samples/ball.png' }] })));
+    await waitFor(page, () => /cannot load model/.test(igptHost.state().message), null, 10000, 'model error');
+    s = await state(page);
+    check(s.error && s.model_state === 2 && s.model === modelBefore, 'missing model: error, model kept', s.message);
+    await page.evaluate(() => igptHost.action('model', 1));
+    await waitFor(page, () => /not a model/.test(igptHost.state().message), null, 10000, 'corrupt model error');
+    s = await state(page);
+    check(s.error && s.model_state === 2 && s.model === modelBefore && !s.message.includes('\n'),
+          'corrupt model: one-line error, model kept', s.message);
+
+    // Re-roll, undo, use as input, cancel -- and the app still completes afterwards.
+    await page.evaluate(() => igptHost.action('reroll', 1));
+    await waitFor(page, () => !igptHost.state().running, null, 60000, 're-roll');
+    s = await state(page);
+    check(s.results[1].filled === s.n_ctx && JSON.stringify(s.results[0].tokens) === JSON.stringify(JSON.parse(tokensBefore)[0]),
+          're-roll replaces one sample only');
+    await page.evaluate(() => igptHost.action('undo'));
+    s = await state(page);
+    check(JSON.stringify(s.results.map((r) => r.tokens)) === tokensBefore, 'undo restores the samples');
+    await page.evaluate(() => { igptHost.action('samples', 16); igptHost.action('rows', 0); igptHost.action('complete'); });
+    await page.waitForTimeout(300);
+    await page.evaluate(() => igptHost.action('cancel'));
+    s = await state(page);
+    check(!s.running && s.message === 'cancelled', 'cancel stops at once');
+    await page.evaluate(() => { igptHost.action('samples', 2); igptHost.action('rows', 28); igptHost.action('complete'); });
+    await waitFor(page, () => !igptHost.state().running, null, 60000, 'completion after cancel');
+    s = await state(page);
+    check(s.results.length === 2 && s.results.every((r) => r.filled === s.n_ctx), 'completes again after cancel',
+          s.message);
+
+    // Settings come back after a reload (URL + localStorage).
+    await page.waitForTimeout(600);  // settings are saved at most every 400 ms
+    await page.goto(server.url);      // no URL parameters: localStorage only
+    await waitFor(page, () => typeof igptHost !== "undefined" && igptHost.app && igptHost.state().model_state === 2, null, 60000,
+                  'reload');
+    s = await state(page);
+    check(s.settings.rows === 28 && s.settings.samples === 2 && s.settings.seed === 3, 'settings survive a reload',
+          JSON.stringify(s.settings));
+    check(/from the browser cache/.test(s.message), 'model comes from the cache the second time', s.message);
+  } finally {
+    const errors = consoleLines.filter((l) => /pageerror|Aborted|RuntimeError/.test(l));
+    check(errors.length === 0, 'no page errors', errors.slice(0, 3).join(' | '));
+    fs.writeFileSync(path.join(OUT, 'console.log'), consoleLines.join('\n') + '\n');
+    await browser.close();
+    server.proc.kill();
+  }
+}
+
+main().catch((e) => { check(false, 'e2e crashed: ' + (e.stack || e)); }).finally(() => {
+  console.log(`e2e: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+});

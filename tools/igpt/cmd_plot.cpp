@@ -1,0 +1,212 @@
+// `igpt plot`: the training curves of one or more runs (metrics.jsonl) drawn to a PNG: train bits per
+// pixel (smoothed, thin) and validation bits per pixel (thick, with markers) against steps, one colour per
+// run. Drawn by hand into an RGB buffer; text with stb_easy_font.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "error.h"
+#include "image.h"
+
+#include <stb/stb_easy_font.h>
+
+namespace fs = std::filesystem;
+
+namespace igpt_cli {
+
+namespace {
+
+struct Curve {
+    std::string name;
+    std::vector<std::pair<double, double>> train, val;  // (step, bpp)
+};
+
+Curve read_run(const std::string& path, int32_t index) {
+    std::string file = fs::is_directory(path) ? (fs::path(path) / "metrics.jsonl").string() : path;
+    std::ifstream in(file);
+    if (!in) throw igpt::Error(file + ": cannot open metrics log");
+    Curve c;
+    c.name = fs::is_directory(path) ? fs::path(path).filename().string() : fs::path(path).parent_path().filename().string();
+    if (c.name.empty() || c.name == ".") c.name = "run " + std::to_string(index + 1);
+    std::string line;
+    while (std::getline(in, line)) {
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        if (j.is_discarded() || !j.is_object() || j.contains("final") || !j.contains("step")) continue;
+        const double step = j["step"].get<double>();
+        if (j.contains("train_bpp")) c.train.push_back({step, j["train_bpp"].get<double>()});
+        if (j.contains("val_bpp")) c.val.push_back({step, j["val_bpp"].get<double>()});
+    }
+    if (c.train.empty() && c.val.empty()) throw igpt::Error(file + ": no metrics lines");
+    // smooth the noisy per-step train loss (exponential moving average, bias-corrected)
+    double ema = 0, w = 0;
+    for (auto& p : c.train) {
+        ema = 0.95 * ema + 0.05 * p.second;
+        w = 0.95 * w + 0.05;
+        p.second = ema / w;
+    }
+    return c;
+}
+
+struct Canvas {
+    int32_t w, h;
+    std::vector<uint8_t> rgb;
+    Canvas(int32_t w_, int32_t h_) : w(w_), h(h_), rgb(size_t(w_) * h_ * 3, 255) {}
+    void px(int32_t x, int32_t y, const uint8_t* c) {
+        if (x < 0 || y < 0 || x >= w || y >= h) return;
+        std::copy(c, c + 3, &rgb[(size_t(y) * w + x) * 3]);
+    }
+    void rect(int32_t x0, int32_t y0, int32_t x1, int32_t y1, const uint8_t* c) {
+        for (int32_t y = y0; y < y1; y++)
+            for (int32_t x = x0; x < x1; x++) px(x, y, c);
+    }
+    void line(double x0, double y0, double x1, double y1, const uint8_t* c, int32_t thick) {
+        const int32_t n = int32_t(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
+        for (int32_t i = 0; i <= n; i++) {
+            const double t = double(i) / n;
+            const int32_t x = int32_t(std::lround(x0 + (x1 - x0) * t)), y = int32_t(std::lround(y0 + (y1 - y0) * t));
+            rect(x - thick / 2, y - thick / 2, x - thick / 2 + thick, y - thick / 2 + thick, c);
+        }
+    }
+    // stb_easy_font quads, scaled
+    void text(double x, double y, const std::string& s, const uint8_t* c, int32_t scale = 2) {
+        static char buf[60000];
+        const int quads = stb_easy_font_print(0, 0, const_cast<char*>(s.c_str()), nullptr, buf, sizeof buf);
+        const float* v = reinterpret_cast<const float*>(buf);
+        for (int q = 0; q < quads; q++) {
+            const float* a = v + q * 16;  // 4 vertices of (x, y, z, color)
+            const float qx0 = a[0], qy0 = a[1], qx1 = a[8], qy1 = a[9];
+            rect(int32_t(x + qx0 * scale), int32_t(y + qy0 * scale), int32_t(x + qx1 * scale),
+                 int32_t(y + qy1 * scale), c);
+        }
+    }
+    static int32_t text_width(const std::string& s, int32_t scale = 2) {
+        return stb_easy_font_width(const_cast<char*>(s.c_str())) * scale;
+    }
+};
+
+// ~n "nice" tick values covering [lo, hi]
+std::vector<double> ticks(double lo, double hi, int n) {
+    const double raw = (hi - lo) / n, mag = std::pow(10.0, std::floor(std::log10(raw)));
+    double step = mag;
+    for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
+        if (m * mag >= raw) {
+            step = m * mag;
+            break;
+        }
+    std::vector<double> t;
+    for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step) t.push_back(v);
+    return t;
+}
+
+std::string fmt(double v) {
+    char b[32];
+    if (std::abs(v) >= 1000 && std::fmod(v, 1000) == 0) std::snprintf(b, sizeof b, "%gk", v / 1000);
+    else std::snprintf(b, sizeof b, "%g", v);
+    return b;
+}
+
+void plot(const std::vector<std::string>& runs, const std::string& out, int32_t W, int32_t H, double ymax_opt) {
+    std::vector<Curve> curves;
+    for (size_t i = 0; i < runs.size(); i++) curves.push_back(read_run(runs[i], int32_t(i)));
+    double x1 = 1, y0 = std::numeric_limits<double>::max(), y1 = 0;
+    for (const Curve& c : curves) {
+        for (const auto* s : {&c.train, &c.val})
+            for (size_t i = 0; i < s->size(); i++) {
+                x1 = std::max(x1, (*s)[i].first);
+                y0 = std::min(y0, (*s)[i].second);
+                // the first few percent of training are far above the rest: leave them off the y range
+                if ((*s)[i].first >= 0.03 * (s->back().first) || s == &c.val) y1 = std::max(y1, (*s)[i].second);
+            }
+    }
+    if (ymax_opt > 0) y1 = ymax_opt;
+    if (y1 <= y0) y1 = y0 + 1;
+    const double pad = 0.05 * (y1 - y0);
+    y0 = std::max(0.0, y0 - pad);
+    y1 += pad;
+
+    Canvas cv(W, H);
+    const int32_t L = 90, R = 30, T = 50, B = 70;
+    const uint8_t black[3] = {0, 0, 0}, grid[3] = {225, 225, 225}, grey[3] = {90, 90, 90};
+    auto X = [&](double s) { return L + (W - L - R) * s / x1; };
+    auto Y = [&](double v) { return H - B - (H - T - B) * (v - y0) / (y1 - y0); };
+    for (double t : ticks(0, x1, 8)) {
+        cv.line(X(t), T, X(t), H - B, grid, 1);
+        const std::string s = fmt(t);
+        cv.text(X(t) - Canvas::text_width(s) / 2.0, H - B + 10, s, black);
+    }
+    for (double t : ticks(y0, y1, 6)) {
+        cv.line(L, Y(t), W - R, Y(t), grid, 1);
+        const std::string s = fmt(t);
+        cv.text(L - 10 - Canvas::text_width(s), Y(t) - 6, s, black);
+    }
+    cv.line(L, T, L, H - B, black, 2);
+    cv.line(L, H - B, W - R, H - B, black, 2);
+    cv.text((W - Canvas::text_width("step")) / 2.0, H - 30, "step", black);
+    cv.text(10, T - 35, "bits per pixel (train: smoothed, thin; validation: thick with markers)", grey);
+
+    static const uint8_t colours[][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},
+                                         {214, 39, 40},  {148, 103, 189}, {140, 86, 75}};
+    auto clampY = [&](double v) { return std::clamp(Y(v), double(T), double(H - B)); };
+    for (size_t r = 0; r < curves.size(); r++) {
+        const uint8_t* c = colours[r % 6];
+        uint8_t light[3];
+        for (int k = 0; k < 3; k++) light[k] = uint8_t(c[k] + (255 - c[k]) * 0.45);
+        const Curve& cu = curves[r];
+        for (size_t i = 1; i < cu.train.size(); i++)
+            cv.line(X(cu.train[i - 1].first), clampY(cu.train[i - 1].second), X(cu.train[i].first),
+                    clampY(cu.train[i].second), light, 2);
+        for (size_t i = 0; i < cu.val.size(); i++) {
+            if (i > 0)
+                cv.line(X(cu.val[i - 1].first), clampY(cu.val[i - 1].second), X(cu.val[i].first),
+                        clampY(cu.val[i].second), c, 3);
+            cv.rect(int32_t(X(cu.val[i].first)) - 4, int32_t(clampY(cu.val[i].second)) - 4,
+                    int32_t(X(cu.val[i].first)) + 5, int32_t(clampY(cu.val[i].second)) + 5, c);
+        }
+        // legend, top right
+        char label[200];
+        if (!cu.val.empty())
+            std::snprintf(label, sizeof label, "%s  (val %.3f bpp at step %g)", cu.name.c_str(), cu.val.back().second,
+                          cu.val.back().first);
+        else
+            std::snprintf(label, sizeof label, "%s", cu.name.c_str());
+        const int32_t ly = T + 10 + int32_t(r) * 26, lx = W - R - 20 - Canvas::text_width(label) - 40;
+        cv.rect(lx, ly + 2, lx + 30, ly + 10, c);
+        cv.text(lx + 40, ly - 2, label, black);
+    }
+    igpt::Image img;
+    img.w = W;
+    img.h = H;
+    img.rgb = std::move(cv.rgb);
+    igpt::write_png(out, img, {{"Software", "igpt plot"}});
+}
+
+}  // namespace
+
+void register_plot(CLI::App& app) {
+    struct Args {
+        std::vector<std::string> runs;
+        std::string out = "curves.png";
+        int32_t w = 1000, h = 600;
+        double ymax = 0;
+    };
+    auto a = std::make_shared<Args>();
+    CLI::App* p = app.add_subcommand("plot", "Draw the loss / bits-per-pixel curves of training runs to a PNG");
+    p->add_option("runs", a->runs, "Run folders or metrics.jsonl files")->required();
+    p->add_option("-o,--out", a->out, "PNG to write")->capture_default_str();
+    p->add_option("--width", a->w, "Image width")->capture_default_str();
+    p->add_option("--height", a->h, "Image height")->capture_default_str();
+    p->add_option("--ymax", a->ymax, "Top of the y axis (default: automatic)");
+    p->callback([a] {
+        if (a->w < 300 || a->h < 200 || a->w > 8000 || a->h > 8000) throw igpt::Error("--width/--height out of range");
+        plot(a->runs, a->out, a->w, a->h, a->ymax);
+        std::printf("wrote %s\n", a->out.c_str());
+    });
+}
+
+}  // namespace igpt_cli

@@ -1,0 +1,199 @@
+// `igpt train`: pretrain an Image GPT on a folder of images (or CIFAR-10 batches), resumable after a crash;
+// `igpt export`: write a run's model as f32, f16 or int8 with its provenance.
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "error.h"
+#include "model.h"
+#include "progress.h"
+#include "trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace igpt_cli {
+
+namespace {
+
+// The exact command line of this process, for provenance.
+std::string command_line() {
+    std::ifstream f("/proc/self/cmdline", std::ios::binary);
+    std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), out;
+    std::string arg;
+    auto flush = [&] {
+        if (!out.empty()) out += ' ';
+        const bool quote = arg.empty() || arg.find_first_of(" \t'\"$") != std::string::npos;
+        out += quote ? "'" + arg + "'" : arg;
+        arg.clear();
+    };
+    for (char c : raw) {
+        if (c == '\0') flush();
+        else arg += c;
+    }
+    if (!arg.empty()) flush();
+    if (!out.empty()) {
+        // the program's own path is noise: keep its name
+        const size_t sp = out.find(' ');
+        const std::string prog = out.substr(0, sp);
+        out = fs::path(prog).filename().string() + (sp == std::string::npos ? "" : out.substr(sp));
+    }
+    return out;
+}
+
+struct TrainArgs {
+    igpt::train::TrainOptions opt;
+    std::string config = "tiny";
+    int32_t width = 0, layers = 0, heads = 0, mlp_mult = 0, vocab = 512;
+    std::string res;
+    bool bias = false, no_flip = false, resume = false;
+    std::string export_path, export_dtype = "f32";
+};
+
+void parse_res(const std::string& s, int32_t& h, int32_t& w) {
+    try {
+        const size_t x = s.find('x');
+        if (x == std::string::npos) h = w = std::stoi(s);
+        else {
+            h = std::stoi(s.substr(0, x));
+            w = std::stoi(s.substr(x + 1));
+        }
+    } catch (const std::exception&) {
+        throw igpt::Error("--res must be N or HxW, got '" + s + "'");
+    }
+}
+
+void run_train(TrainArgs& a) {
+    igpt::train::TrainOptions& o = a.opt;
+    o.cfg = igpt::config_preset(a.config);
+    if (a.width) o.cfg.width = a.width;
+    if (a.layers) o.cfg.layers = a.layers;
+    if (a.heads) o.cfg.heads = a.heads;
+    if (a.mlp_mult) o.cfg.mlp_mult = a.mlp_mult;
+    if (a.bias) o.cfg.bias = true;
+    if (!a.res.empty()) parse_res(a.res, o.cfg.image_h, o.cfg.image_w);
+    o.cfg.vocab = a.vocab;
+    if (a.width || a.layers || a.heads || a.mlp_mult || a.bias || !a.res.empty()) o.cfg.name = "custom";
+    o.flip = !a.no_flip;
+    o.command = command_line();
+    if (!a.export_path.empty()) igpt::dtype_from_name(a.export_dtype);  // fail early on a bad dtype
+
+    igpt::train::TrainCallbacks cb;
+    cb.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+    std::unique_ptr<Progress> prep, bar;
+    std::string prep_what;
+    cb.on_prep = [&](const std::string& what, int64_t done, int64_t total) {
+        if (!prep || what != prep_what) {
+            prep = std::make_unique<Progress>(what, total, "img");
+            prep_what = what;
+        }
+        prep->update(done);
+        if (done == total) prep.reset();
+    };
+    cb.on_step = [&](int64_t step, int64_t total, double loss, double tok_s) {
+        if (!bar) bar = std::make_unique<Progress>("train", total, "step");
+        char s[128];
+        std::snprintf(s, sizeof s, "loss %.4f (%.3f bpp) %.0f tok/s", loss, loss / std::log(2.0), tok_s);
+        bar->update(step, s);
+    };
+    igpt::train::TrainResult r = igpt::train::run_training(o, a.resume, cb);
+    bar.reset();
+    std::printf("trained %lld steps in %.0f s: %.0f tokens/s, %.1f GFLOP/s\n", (long long)r.steps, r.wall_seconds,
+                r.tokens_per_s, r.gflops);
+    std::printf("val bits per pixel on %lld images: model %.4f | unigram %.4f | left-neighbour %.4f\n",
+                (long long)r.val_images, r.val_bpp, r.baselines.unigram_bpp, r.baselines.left_bpp);
+    std::printf("model: %s\n", r.model_path.c_str());
+    if (!a.export_path.empty()) {
+        igpt::Model m = igpt::load_model(r.model_path);
+        igpt::save_model(m, a.export_path, igpt::dtype_from_name(a.export_dtype));
+        std::printf("exported %s (%s)\n", a.export_path.c_str(), a.export_dtype.c_str());
+    }
+}
+
+void run_export(const std::string& run, const std::string& out, const std::string& dtype_name) {
+    const igpt::DType dtype = igpt::dtype_from_name(dtype_name);
+    std::string ckpt = run, model_path;
+    if (fs::is_directory(run)) {
+        ckpt = (fs::path(run) / "checkpoint.ckpt").string();
+        model_path = (fs::path(run) / "model.safetensors").string();
+    }
+    if (!fs::exists(ckpt)) throw igpt::Error(ckpt + ": no checkpoint (give a run folder or a .ckpt file)");
+    // provenance: the finished run's (with its validation numbers) when there is one, else the checkpoint's
+    std::string prov;
+    if (!model_path.empty() && fs::exists(model_path)) prov = igpt::load_model(model_path).provenance;
+    igpt::Model m = igpt::train::model_from_checkpoint(ckpt, "{}");
+    if (prov.empty()) {
+        nlohmann::json p = {{"trainer", "igpt train (src/train)"}, {"checkpoint", ckpt}, {"note", "exported mid-run"}};
+        prov = p.dump();
+    }
+    nlohmann::json pj = nlohmann::json::parse(prov, nullptr, false);
+    if (pj.is_object()) {
+        pj["export_command"] = command_line();
+        pj["export_dtype"] = dtype_name;
+        prov = pj.dump();
+    }
+    m.provenance = prov;
+    igpt::save_model(m, out, dtype);
+    std::printf("exported %s (%s, %lld parameters, %lld bytes)\n", out.c_str(), dtype_name.c_str(),
+                (long long)m.params.size(), (long long)fs::file_size(out));
+}
+
+}  // namespace
+
+void register_train(CLI::App& app) {
+    auto a = std::make_shared<TrainArgs>();
+    igpt::train::TrainOptions& o = a->opt;
+    CLI::App* t = app.add_subcommand("train", "Pretrain an Image GPT on a folder of images or CIFAR-10 batches");
+    t->add_option("--data", o.data, "Training images: folder (flat or one subfolder per class) or CIFAR-10 .bin")
+        ->required();
+    t->add_option("--val-data", o.val_data, "Validation images (default: a seeded split of --data)");
+    t->add_option("--val-fraction", o.val_fraction, "Validation share when splitting --data")->capture_default_str();
+    t->add_option("--palette", o.palette, "Palette (or model) file; default: k-means on the training images");
+    t->add_option("--vocab", a->vocab, "Palette size when training one")->capture_default_str();
+    t->add_option("--cache-dir", o.cache_dir, "Token cache folder (default: <out>/cache)");
+    t->add_option("--crop-scale", o.crop_scale, "Store training images at res*scale, train on random res crops")
+        ->capture_default_str();
+    t->add_flag("--no-flip", a->no_flip, "No random horizontal flips");
+    t->add_option("--config", a->config, "Model preset (tiny, small, base, S, M, L)")->capture_default_str();
+    t->add_option("--width", a->width, "Override: d_model");
+    t->add_option("--layers", a->layers, "Override: transformer blocks");
+    t->add_option("--heads", a->heads, "Override: attention heads");
+    t->add_option("--mlp-mult", a->mlp_mult, "Override: MLP hidden = mult * width");
+    t->add_option("--res", a->res, "Override: resolution, N or HxW");
+    t->add_flag("--bias", a->bias, "Projections with biases");
+    t->add_option("--batch", o.batch, "Images per micro-batch")->capture_default_str();
+    t->add_option("--accum", o.accum, "Micro-batches per optimizer step (gradient accumulation)")->capture_default_str();
+    t->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str();
+    t->add_option("--lr", o.lr, "Peak learning rate")->capture_default_str();
+    t->add_option("--min-lr-frac", o.min_lr_frac, "Cosine decays to lr * this")->capture_default_str();
+    t->add_option("--warmup", o.warmup, "Linear warmup steps")->capture_default_str();
+    t->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay (matrices only)")
+        ->capture_default_str();
+    t->add_option("--clip", o.clip, "Gradient norm clipping (0 = off)")->capture_default_str();
+    t->add_option("--seed", o.seed, "Seed for init, split, data order and augmentation")->capture_default_str();
+    t->add_option("--eval-every", o.eval_every, "Steps between validation evaluations")->capture_default_str();
+    t->add_option("--eval-images", o.eval_images, "Validation images per evaluation")->capture_default_str();
+    t->add_option("--final-eval-images", o.final_eval_images, "Validation images at the end (0 = all)")
+        ->capture_default_str();
+    t->add_option("--ckpt-every", o.ckpt_every, "Steps between checkpoints")->capture_default_str();
+    t->add_option("--out", o.out_dir, "Run folder (checkpoint, metrics.jsonl, model)")->capture_default_str();
+    t->add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+    t->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (with its stored options)");
+    t->add_option("--export", a->export_path, "Also write the final model here");
+    t->add_option("--dtype", a->export_dtype, "dtype of --export: f32, f16, int8")->capture_default_str();
+    t->callback([a] { run_train(*a); });
+
+    auto e = std::make_shared<std::array<std::string, 3>>();
+    (*e)[2] = "f32";
+    CLI::App* x = app.add_subcommand("export", "Write a training run's model (f32, f16 or int8) with provenance");
+    x->add_option("run", (*e)[0], "Run folder or checkpoint file")->required();
+    x->add_option("out", (*e)[1], "Model file to write (.safetensors)")->required();
+    x->add_option("--dtype", (*e)[2], "f32, f16 or int8")->capture_default_str();
+    x->callback([e] { run_export((*e)[0], (*e)[1], (*e)[2]); });
+}
+
+}  // namespace igpt_cli
