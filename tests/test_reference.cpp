@@ -203,8 +203,15 @@ struct Variant {
 };
 
 // A model written by the reference's own writer (cached per variant for the whole run).
+// The files are removed when the test binary exits.
 const std::string& ref_model(const Variant& v) {
-    static std::map<std::string, std::string> made;
+    struct Made : std::map<std::string, std::string> {
+        ~Made() {
+            std::error_code ec;
+            for (const auto& kv : *this) std::filesystem::remove(kv.second, ec);
+        }
+    };
+    static Made made;
     auto it = made.find(v.name);
     if (it != made.end()) return it->second;
     const std::string path = work_dir() + "/" + v.name + "." + std::to_string(::getpid()) + ".igpt";

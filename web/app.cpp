@@ -184,7 +184,7 @@ void App::add_gallery_image(const uint8_t* data, size_t size, const std::string&
 
 void App::set_input(const igpt::Image& img, const std::string& name, bool push_undo) {
     if (push_undo && !input.rgb.empty()) {
-        undo.push_back({input, settings.rows, results});
+        undo.push_back({input, input_name, settings.rows, results});
         if (undo.size() > kUndoDepth) undo.erase(undo.begin());
     }
     if (running()) cancel();
@@ -247,7 +247,7 @@ void App::complete() {
         auto s = std::make_unique<igpt::CompletionSession>(model);
         s->start(seen_tokens, p);
         if (!results.empty()) {
-            undo.push_back({input, settings.rows, results});
+            undo.push_back({input, input_name, settings.rows, results});
             if (undo.size() > kUndoDepth) undo.erase(undo.begin());
         }
         results.assign(size_t(n), SampleResult{});
@@ -281,7 +281,7 @@ void App::reroll(int32_t slot) {
         p.top_n = top_n;
         auto s = std::make_unique<igpt::CompletionSession>(model);
         s->start(seen_tokens, p);
-        undo.push_back({input, settings.rows, results});
+        undo.push_back({input, input_name, settings.rows, results});
         results[size_t(slot)] = blank_result(seen_tokens, s->kept(), top_n);
         results[size_t(slot)].seed = p.seed;
         session_slots = {slot};
@@ -354,6 +354,7 @@ void App::undo_last() {
     Snapshot s = std::move(undo.back());
     undo.pop_back();
     input = std::move(s.input);
+    input_name = std::move(s.input_name);
     settings.rows = s.rows;
     results = std::move(s.results);
     for (auto& r : results) r.dirty = true;

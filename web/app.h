@@ -47,6 +47,7 @@ struct SampleResult {
 // What undo restores.
 struct Snapshot {
     igpt::Image input;
+    std::string input_name;
     int32_t rows = 0;
     std::vector<SampleResult> results;
 };

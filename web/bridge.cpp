@@ -88,6 +88,8 @@ EMSCRIPTEN_KEEPALIVE void igpt_web_action(App* app, const char* action, int arg)
     else if (a == "reroll") app->reroll(arg);
     else if (a == "use") app->use_as_input(arg);
     else if (a == "rows") app->settings.rows = arg;
+    else if (a == "png") app->download_sample(arg);
+    else if (a == "grid") app->download_grid();
     else if (a == "samples") app->settings.samples = arg;
     else if (a == "model" && arg >= 0 && arg < int(app->manifest.size()))
         app->request_model(app->manifest[size_t(arg)].name);

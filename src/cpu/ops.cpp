@@ -8,15 +8,95 @@
 #ifndef __EMSCRIPTEN__
 #include <Eigen/Core>
 #endif
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+#include <algorithm>
 
 namespace igpt {
 
 #ifndef __EMSCRIPTEN__
+
+#if defined(__AVX2__) && defined(__FMA__)
+namespace {
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// MB rows of X against 4 rows of W: 4*MB accumulators stay in registers; W streams through once.
+template <int MB>
+inline void dot_block(const float* X, int64_t K, const float* W, float* out /* MB x 4 */) {
+    __m256 acc[MB][4];
+    for (int i = 0; i < MB; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        const __m256 w0 = _mm256_loadu_ps(W + k), w1 = _mm256_loadu_ps(W + K + k);
+        const __m256 w2 = _mm256_loadu_ps(W + 2 * K + k), w3 = _mm256_loadu_ps(W + 3 * K + k);
+        for (int i = 0; i < MB; ++i) {
+            const __m256 x = _mm256_loadu_ps(X + i * K + k);
+            acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
+            acc[i][2] = _mm256_fmadd_ps(x, w2, acc[i][2]);
+            acc[i][3] = _mm256_fmadd_ps(x, w3, acc[i][3]);
+        }
+    }
+    for (int i = 0; i < MB; ++i)
+        for (int j = 0; j < 4; ++j) {
+            float t = hsum(acc[i][j]);
+            for (int64_t kk = k; kk < K; ++kk) t += X[i * K + kk] * W[j * K + kk];
+            out[i * 4 + j] = t;
+        }
+}
+
+// Y[:, n0:n1] for small M (decode steps): every 4-row panel of W is read from memory once and applied to
+// all M rows of X while it sits in L1; Eigen's GEMM would pack (copy) all of W on every call instead.
+void matmul_small_m(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
+                    int64_t n0, int64_t n1) {
+    float out[8];
+    int64_t n = n0;
+    for (; n + 4 <= n1; n += 4) {
+        const float* w = W + n * K;
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) {
+            dot_block<2>(X + m * K, K, w, out);
+            for (int i = 0; i < 2; ++i)
+                for (int j = 0; j < 4; ++j) Y[(m + i) * N + n + j] = out[i * 4 + j] + (bias ? bias[n + j] : 0.0f);
+        }
+        if (m < M) {
+            dot_block<1>(X + m * K, K, w, out);
+            for (int j = 0; j < 4; ++j) Y[m * N + n + j] = out[j] + (bias ? bias[n + j] : 0.0f);
+        }
+    }
+    for (; n < n1; ++n)
+        for (int64_t m = 0; m < M; ++m) {
+            float t = bias ? bias[n] : 0.0f;
+            for (int64_t k = 0; k < K; ++k) t += X[m * K + k] * W[n * K + k];
+            Y[m * N + n] = t;
+        }
+}
+
+}  // namespace
+constexpr int64_t kSmallM = 16;  // up to this many rows the streaming kernel beats Eigen's packed GEMM
+#else
+constexpr int64_t kSmallM = 0;
+#endif
+
 void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
                ThreadPool* pool) {
     using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Stride = Eigen::OuterStride<>;
     auto run = [&](int64_t n0, int64_t n1, int32_t) {
+#if defined(__AVX2__) && defined(__FMA__)
+        if (M <= kSmallM) {
+            matmul_small_m(X, M, K, W, N, bias, Y, n0, n1);
+            return;
+        }
+#endif
         const int64_t nn = n1 - n0;
         Eigen::Map<const RowMat> x(X, M, K);
         Eigen::Map<const RowMat> w(W + n0 * K, nn, K);

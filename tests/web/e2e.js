@@ -48,6 +48,11 @@ async function waitFor(page, fn, arg, timeout, what) {
   }
 }
 
+const countFrames = () => new Promise((res) => {
+  let n = 0; const t0 = performance.now();
+  const tick = () => { n++; if (performance.now() - t0 < 1000) requestAnimationFrame(tick); else res(n); };
+  requestAnimationFrame(tick);
+});
 const state = (page) => page.evaluate(() => igptHost.state());
 
 async function main() {
@@ -85,6 +90,7 @@ async function main() {
     s = await state(page);
     check(s.settings.rows === KEEP, `crop line dragged by mouse to row ${KEEP}`, 'rows ' + s.settings.rows);
     await page.screenshot({ path: path.join(OUT, 'before.png') });
+    const idleFps = await page.evaluate(countFrames);
 
     // Complete; watch tile 0's pixels change and the frame rate while the worker threads run.
     await page.evaluate(() => igptHost.action('complete'));
@@ -94,17 +100,16 @@ async function main() {
     const [tx, ty, tw, th] = s.tile_rects[0];
     const clip = { x: tx, y: ty, width: tw, height: th };
     const shots = [];
-    const fps = await page.evaluate(() => new Promise((res) => {
-      let n = 0; const t0 = performance.now();
-      const tick = () => { n++; if (performance.now() - t0 < 1000) requestAnimationFrame(tick); else res(n); };
-      requestAnimationFrame(tick);
-    }));
+    const fps = await page.evaluate(countFrames);
     for (let i = 0; i < 3; i++) {
       shots.push(await page.screenshot({ clip }));
       await page.waitForTimeout(150);
     }
     const running = (await state(page)).running;
-    check(fps >= 5, 'UI keeps drawing during completion', `${fps} frames in 1 s, running ${running}`);
+    // Headless chromium draws WebGL with SwiftShader on the CPU, which the inference threads share: ask for
+    // half the idle frame rate, not the display's.
+    check(fps >= Math.min(30, idleFps / 2), 'UI keeps drawing during completion',
+          `${fps} frames/s while running (${running}), ${idleFps} idle`);
     await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
     shots.push(await page.screenshot({ clip }));
     const changes = shots.slice(1).filter((b, i) => Buffer.compare(b, shots[i]) !== 0).length;
@@ -123,6 +128,17 @@ async function main() {
     check(!s.error && /done in/.test(s.message), 'status line reports the time', s.message);
     await page.screenshot({ path: path.join(OUT, 'screenshot.png') });
     const tokensBefore = JSON.stringify(s.results.map((r) => r.tokens));
+
+    // Download one sample and the grid: PNG files named with the settings.
+    for (const [act, arg, re] of [['png', 2, /_rows25_.*_seed3_sample3\.png$/], ['grid', 0, /_grid\.png$/]]) {
+      const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 10000 }),
+                                      page.evaluate(([a, i]) => igptHost.action(a, i), [act, arg])]);
+      const file = path.join(OUT, dl.suggestedFilename());
+      await dl.saveAs(file);
+      const head = fs.readFileSync(file).subarray(0, 8).toString('latin1');
+      check(re.test(dl.suggestedFilename()) && head === '\x89PNG\r\n\x1a\n', `download ${act} as PNG`,
+            dl.suggestedFilename());
+    }
 
     // Entropy overlay + a pixel tooltip (hover a generated pixel), for the screenshot.
     await page.evaluate(() => igptHost.setSettings({ overlay: true }));
@@ -162,6 +178,13 @@ async function main() {
     await page.evaluate(() => igptHost.action('undo'));
     s = await state(page);
     check(JSON.stringify(s.results.map((r) => r.tokens)) === tokensBefore, 'undo restores the samples');
+    await page.evaluate(() => igptHost.action('use', 2));
+    s = await state(page);
+    check(s.input === 'sample 3' && s.results.length === 0 && s.seen_tokens.every((t, i) => t === JSON.parse(tokensBefore)[2][i]),
+          'use a sample as the new input');
+    await page.evaluate(() => igptHost.action('undo'));
+    s = await state(page);
+    check(s.input !== 'sample 3' && JSON.stringify(s.results.map((r) => r.tokens)) === tokensBefore, 'undo after use');
     await page.evaluate(() => { igptHost.action('samples', 16); igptHost.action('rows', 0); igptHost.action('complete'); });
     await page.waitForTimeout(300);
     await page.evaluate(() => igptHost.action('cancel'));

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything the project builds and tests with, from Debian's packages (run as root on Debian 12).
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
+      libeigen3-dev libstb-dev catch2 nlohmann-json3-dev libcli11-dev liblbfgspp-dev
+      python3 python3-numpy
+      emscripten wabt nodejs npm chromium dpkg-dev
+      clang libclang-rt-14-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "dependencies: all installed"
