@@ -50,6 +50,7 @@ def resolve(root, url_path):
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     server_version = 'igpt-serve/1'
+    default_request_version = 'HTTP/1.0'  # errors found before the version is parsed get a status line + headers
     extensions_map = MIME
 
     def end_headers(self):

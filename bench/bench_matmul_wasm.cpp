@@ -17,6 +17,11 @@
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
 
+namespace igpt {  // attention kernels of matmul_wasm.cpp (not yet in ops.h)
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S);
+void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo);
+}  // namespace igpt
+
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 static double now_s() {
@@ -70,6 +75,29 @@ int main(int argc, char** argv) {
         double g_eig = time_it([&] { Ym.noalias() = Xm * Wm.transpose(); Ym.rowwise() += bm; }, flops);
         std::printf("  M=%5lld K=%5lld N=%5lld  %-22s simd %6.2f   eigen %6.2f   x%.2f   maxerr %.1e\n",
                     (long long)s.M, (long long)s.K, (long long)s.N, s.what, g_simd, g_eig, g_simd / g_eig, maxerr);
+    }
+    // Attention of one (sequence, head): K/V rows strided by C = 4 D, as in the CPU backend's KV cache.
+    using Stride = Eigen::OuterStride<>;
+    for (int64_t tk : {256, 1024}) {
+        const int64_t D = 32, C = 128, n = 1;
+        std::vector<float> Q(n * 3 * C), Kc(tk * C), Vc(tk * C), S(n * tk), Se(n * tk), O(n * C), Oe(n * C);
+        for (auto* v : {&Q, &Kc, &Vc})
+            for (auto& x : *v) x = nd(rng);
+        Eigen::Map<const RowMat, 0, Stride> Qm(Q.data(), n, D, Stride(3 * C)), Km(Kc.data(), tk, D, Stride(C)),
+            Vm(Vc.data(), tk, D, Stride(C));
+        Eigen::Map<RowMat> Sm(Se.data(), n, tk);
+        Eigen::Map<RowMat, 0, Stride> Om(Oe.data(), n, D, Stride(C));
+        const double flops = 2.0 * n * tk * D;
+        double g1 = time_it([&] { igpt::attn_scores(Q.data(), 3 * C, Kc.data(), C, n, tk, D, S.data()); }, flops);
+        double e1 = time_it([&] { Sm.noalias() = Qm * Km.transpose(); }, flops);
+        double g2 = time_it([&] { igpt::attn_values(S.data(), n, tk, Vc.data(), C, D, O.data(), C); }, flops);
+        double e2 = time_it([&] { Om.noalias() = Sm * Vm; }, flops);
+        double err = 0;
+        for (int64_t i = 0; i < tk; ++i) err = std::max(err, double(std::abs(S[i] - Se[i])));
+        for (int64_t d = 0; d < D; ++d) err = std::max(err, double(std::abs(O[d] - Oe[d])) / std::sqrt(double(tk)));
+        if (err > 1e-3) ok = false;
+        std::printf("  attention tk=%5lld D=%lld: scores simd %5.2f eigen %5.2f | values simd %5.2f eigen %5.2f  maxerr %.1e\n",
+                    (long long)tk, (long long)D, g1, e1, g2, e2, err);
     }
     std::printf(ok ? "matmul_wasm: all shapes match the reference\n" : "matmul_wasm: MISMATCH\n");
     return ok ? 0 : 1;

@@ -3,12 +3,33 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
 #include "error.h"
 #include "model.h"  // read_file, write_file_atomic
 
+// stb_image allocates through a per-thread budget that decode_image sets from the image's header, so that
+// a file whose data expands far beyond its stated size (a PNG "zlib bomb": 300 KB that claims 64x64 pixels
+// and inflates to 300 MB) is refused instead of exhausting memory. No single buffer a genuine image needs
+// is larger than 16 bytes per (block-padded) pixel (HDR as float RGBA) plus twice the compressed data.
+namespace {
+thread_local size_t t_stbi_max_alloc = SIZE_MAX;
+thread_local bool t_stbi_refused = false;
+void* igpt_stbi_malloc(size_t n) {
+    if (n > t_stbi_max_alloc) return t_stbi_refused = true, nullptr;
+    return std::malloc(n);
+}
+void* igpt_stbi_realloc(void* p, size_t n) {
+    if (n > t_stbi_max_alloc) return t_stbi_refused = true, nullptr;
+    return std::realloc(p, n);
+}
+}  // namespace
+#define STBI_MALLOC(sz) igpt_stbi_malloc(sz)
+#define STBI_REALLOC(p, sz) igpt_stbi_realloc(p, sz)
+#define STBI_FREE(p) std::free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
@@ -35,8 +56,20 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& what, co
         throw Error(what + ": image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the limit of " +
                     std::to_string(limits.max_pixels) + " pixels");
     // Decode to RGBA at 8 bits (16-bit PNGs are scaled down by stb), then composite alpha over white.
+    const int32_t iw = w, ih = h;
+    const uint64_t budget = 16 * (uint64_t(w) + 16) * (uint64_t(h) + 16) + 2 * uint64_t(size) + (1u << 20);
+    t_stbi_max_alloc = size_t(std::min<uint64_t>(budget, SIZE_MAX));
+    t_stbi_refused = false;
     stbi_uc* px = stbi_load_from_memory(data, int(size), &w, &h, &comp, 4);
+    t_stbi_max_alloc = SIZE_MAX;
+    if (!px && t_stbi_refused)
+        throw Error(what + ": image data expands far beyond its " + std::to_string(iw) + "x" + std::to_string(ih) +
+                    " pixels (a decompression bomb?); refused");
     if (!px) throw Error(what + ": cannot decode image (" + std::string(stbi_failure_reason()) + ")");
+    if (w != iw || h != ih) {  // the pixels must be what the header promised (and what the limit checked)
+        stbi_image_free(px);
+        throw Error(what + ": image header and data disagree about its size");
+    }
     Image img;
     img.w = w;
     img.h = h;

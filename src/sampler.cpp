@@ -36,9 +36,17 @@ uint64_t Rng::next() {
 double Rng::uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }
 
 float Rng::normal() {
+    // Box-Muller yields two normals per pair of uniforms: hand out the cached second one next time.
+    if (has_spare_) {
+        has_spare_ = false;
+        return spare_;
+    }
     double u1 = uniform(), u2 = uniform();
     if (u1 < 1e-300) u1 = 1e-300;
-    return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+    const double r = std::sqrt(-2.0 * std::log(u1)), a = 6.283185307179586 * u2;
+    spare_ = float(r * std::sin(a));
+    has_spare_ = true;
+    return float(r * std::cos(a));
 }
 
 double log2_prob(const float* logits, int32_t V, int32_t token) {

@@ -15,6 +15,8 @@ public:
     float normal();          // standard normal (Box-Muller)
 private:
     uint64_t s_[4];
+    float spare_ = 0;
+    bool has_spare_ = false;
 };
 
 struct SamplerParams {

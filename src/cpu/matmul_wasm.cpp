@@ -128,13 +128,13 @@ inline void tile(int mr, int nr, const float* x, int64_t ldx, const float* w, in
     }
 }
 
-// Output columns [n0, n1) of Y for all M rows.
-void matmul_cols(const float* X, int64_t M, int64_t K, const float* W, const float* bias, float* Y, int64_t N,
-                 int64_t n0, int64_t n1) {
+// Output columns [n0, n1) of Y for all M rows; row strides ldx, ldw, ldy (in floats).
+void matmul_cols(const float* X, int64_t ldx, int64_t M, int64_t K, const float* W, int64_t ldw, const float* bias,
+                 float* Y, int64_t ldy, int64_t n0, int64_t n1) {
     if (M == 1) {  // decode: GEMV
         int64_t n = n0;
-        for (; n + 4 <= n1; n += 4) kernel_1x4(X, W + n * K, K, K, bias ? bias + n : nullptr, Y + n);
-        for (; n < n1; ++n) kernel_tile<1, 1>(X, K, W + n * K, K, K, bias ? bias + n : nullptr, Y + n, N);
+        for (; n + 4 <= n1; n += 4) kernel_1x4(X, W + n * ldw, K, ldw, bias ? bias + n : nullptr, Y + n);
+        for (; n < n1; ++n) kernel_tile<1, 1>(X, ldx, W + n * ldw, ldw, K, bias ? bias + n : nullptr, Y + n, ldy);
         return;
     }
     constexpr int MR = 4, NR = 2;
@@ -144,14 +144,14 @@ void matmul_cols(const float* X, int64_t M, int64_t K, const float* W, const flo
         const int64_t m1 = std::min(M, m0 + MB);
         for (int64_t n = n0; n < n1; n += NR) {
             const int nr = int(std::min<int64_t>(NR, n1 - n));
-            const float* w = W + n * K;
+            const float* w = W + n * ldw;
             const float* b = bias ? bias + n : nullptr;
             int64_t m = m0;
             for (; m + MR <= m1; m += MR) {
-                if (nr == NR) kernel_tile<MR, NR>(X + m * K, K, w, K, K, b, Y + m * N + n, N);
-                else tile(MR, nr, X + m * K, K, w, K, K, b, Y + m * N + n, N);
+                if (nr == NR) kernel_tile<MR, NR>(X + m * ldx, ldx, w, ldw, K, b, Y + m * ldy + n, ldy);
+                else tile(MR, nr, X + m * ldx, ldx, w, ldw, K, b, Y + m * ldy + n, ldy);
             }
-            if (m < m1) tile(int(m1 - m), nr, X + m * K, K, w, K, K, b, Y + m * N + n, N);
+            if (m < m1) tile(int(m1 - m), nr, X + m * ldx, ldx, w, ldw, K, b, Y + m * ldy + n, ldy);
         }
     }
 }
@@ -166,12 +166,58 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     const int64_t flops_per_group = 8 * M * K;
     const int64_t grain = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(flops_per_group, 1));
     if (!pool || pool->size() <= 1 || groups <= grain) {
-        matmul_cols(X, M, K, W, bias, Y, N, 0, N);
+        matmul_cols(X, K, M, K, W, K, bias, Y, N, 0, N);
         return;
     }
     pool->parallel_for(groups, grain, [&](int64_t g0, int64_t g1, int32_t) {
-        matmul_cols(X, M, K, W, bias, Y, N, g0 * 4, std::min(N, g1 * 4));
+        matmul_cols(X, K, M, K, W, K, bias, Y, N, g0 * 4, std::min(N, g1 * 4));
     });
+}
+
+// ---- attention (proposed for ops.h; the CPU backend's Eigen products are scalar code under wasm) ----------
+
+// S[n, tk] = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk), S dense. Single-threaded: the
+// backend already runs one (sequence, head) per thread.
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D,
+                 float* S) {
+    matmul_cols(Q, ldq, n, D, K, ldk, nullptr, S, tk, 0, tk);
+}
+
+// O[n, D] (row stride ldo) = P[n, tk] · V[tk, D] (row stride ldv): every output row is a sum of rows of V
+// weighted by P, accumulated 16 floats (4 vectors) of D at a time.
+void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
+                 int64_t ldo) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float* p = P + i * tk;
+        float* o = O + i * ldo;
+        int64_t d = 0;
+        for (; d + 16 <= D; d += 16) {
+            v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t k = 0; k < tk; ++k) {
+                const v128_t w = wasm_f32x4_splat(p[k]);
+                const float* v = V + k * ldv + d;
+                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(w, wasm_v128_load(v)));
+                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(w, wasm_v128_load(v + 4)));
+                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(w, wasm_v128_load(v + 8)));
+                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(w, wasm_v128_load(v + 12)));
+            }
+            wasm_v128_store(o + d, a0);
+            wasm_v128_store(o + d + 4, a1);
+            wasm_v128_store(o + d + 8, a2);
+            wasm_v128_store(o + d + 12, a3);
+        }
+        for (; d + 4 <= D; d += 4) {
+            v128_t a = wasm_f32x4_splat(0);
+            for (int64_t k = 0; k < tk; ++k)
+                a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(p[k]), wasm_v128_load(V + k * ldv + d)));
+            wasm_v128_store(o + d, a);
+        }
+        for (; d < D; ++d) {
+            float a = 0;
+            for (int64_t k = 0; k < tk; ++k) a += p[k] * V[k * ldv + d];
+            o[d] = a;
+        }
+    }
 }
 
 }  // namespace igpt

@@ -102,12 +102,14 @@ void add_cifar_file(ImageSource& src, const std::string& path) {
 
 }  // namespace
 
-ImageSource scan_source(const std::string& path) {
+ImageSource scan_source(const std::string& given) {
     ImageSource src;
-    src.root = path;
+    src.root = given;
     src.fingerprint = hash_str("igpt-source-v1", 1469598103934665603ull);
     std::error_code ec;
-    if (!fs::exists(path, ec)) throw Error(path + ": no such file or directory");
+    if (!fs::exists(given, ec)) throw Error(given + ": no such file or directory");
+    // absolute paths: the cache key must not depend on the working directory
+    const std::string path = fs::weakly_canonical(given, ec).string();
     if (fs::is_regular_file(path)) {
         if (fs::path(path).extension() != ".bin")
             throw Error(path + ": a file given as data must be a CIFAR-10 binary batch (.bin); give a folder of images");

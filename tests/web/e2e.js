@@ -105,10 +105,12 @@ async function main() {
       shots.push(await page.screenshot({ clip }));
       await page.waitForTimeout(150);
     }
+    await page.screenshot({ path: path.join(OUT, 'running.png') });
     const running = (await state(page)).running;
-    // Headless chromium draws WebGL with SwiftShader on the CPU, which the inference threads share: ask for
-    // half the idle frame rate, not the display's.
-    check(fps >= Math.min(30, idleFps / 2), 'UI keeps drawing during completion',
+    // Headless chromium draws WebGL with SwiftShader on the CPU, which the inference threads (and, on the
+    // test machine, everything else) share: the display's rate cannot be asked for. What must not happen is
+    // inference in the frame, which stops the frames outright (0-1 per second).
+    check(fps >= Math.max(3, Math.min(30, idleFps / 3)), 'UI keeps drawing during completion',
           `${fps} frames/s while running (${running}), ${idleFps} idle`);
     await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
     shots.push(await page.screenshot({ clip }));
@@ -146,6 +148,40 @@ async function main() {
     await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(OUT, 'overlay.png') });
     await page.evaluate(() => igptHost.setSettings({ overlay: false }));
+
+    // The crop line drags by touch (phones, tablets): touch events on the canvas, as a touch screen sends them.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: true, maxTouchPoints: 1 });
+    const touch = (type, row) => cdp.send('Input.dispatchTouchEvent', {
+      type, touchPoints: type === 'touchEnd' ? [] : [{ x: x + w / 2, y: y + row * cell }] });
+    await touch('touchStart', KEEP + 0.5);
+    for (const row of [KEEP - 2, KEEP - 5, 18.4]) { await page.waitForTimeout(50); await touch('touchMove', row); }
+    await page.waitForTimeout(50);
+    await touch('touchEnd');
+    await page.waitForTimeout(200);
+    s = await state(page);
+    check(s.settings.rows === 18, 'crop line dragged by touch to row 18', 'rows ' + s.settings.rows);
+    await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: false });
+    await page.evaluate((k) => igptHost.action('rows', k), KEEP);
+
+    // Open images the visitor's ways: the file picker and drag-and-drop onto the page (then undo both).
+    await page.setInputFiles('#file-input', path.join(REPO, 'assets', 'samples', 'house.png'));
+    await waitFor(page, () => igptHost.state().input === 'house.png', null, 10000, 'file picker');
+    s = await state(page);
+    check(s.input === 'house.png' && s.input_size[0] === 192 && !s.error, 'open an image with the file picker', s.message);
+    const flower = fs.readFileSync(path.join(REPO, 'assets', 'samples', 'flower.png')).toString('base64');
+    await page.evaluate((b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'dropped-flower.png', { type: 'image/png' }));
+      document.getElementById('canvas').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true }));
+    }, flower);
+    await waitFor(page, () => igptHost.state().input === 'dropped-flower.png', null, 10000, 'drop');
+    s = await state(page);
+    check(s.input === 'dropped-flower.png' && s.results.length === 0, 'open an image by drag-and-drop', s.message);
+    await page.evaluate(() => { igptHost.action('undo'); igptHost.action('undo'); });
+    s = await state(page);
+    check(JSON.stringify(s.results.map((r) => r.tokens)) === tokensBefore, 'undo back to the completed samples');
 
     // A corrupt image: one-line error, the input and results stay.
     await page.evaluate(() => igptHost.openBytes(new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3, 4]), 'corrupt.png'));

@@ -9,4 +9,5 @@ void register_palette(CLI::App& app);    // palette                             
 void register_bench(CLI::App& app);      // bench                               (cmd_bench.cpp)
 void register_train(CLI::App& app);      // train, export                       (cmd_train.cpp)
 void register_plot(CLI::App& app);       // plot                                (cmd_plot.cpp)
+void register_import(CLI::App& app);     // import hf, import tf                (cmd_import.cpp)
 }  // namespace igpt_cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
     igpt_cli::register_inference(app);
     igpt_cli::register_palette(app);
     igpt_cli::register_bench(app);
+    igpt_cli::register_import(app);
 #ifdef IGPT_HAS_TRAIN_CLI
     igpt_cli::register_train(app);
 #endif

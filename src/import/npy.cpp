@@ -1,0 +1,119 @@
+// NumPy .npy reader (format versions 1-3) for float arrays: OpenAI's kmeans_centers.npy is [512, 3] float.
+#include <cstring>
+
+#include "error.h"
+#include "formats.h"
+#include "half.h"
+
+namespace igpt::imp {
+
+namespace {
+
+// The value text after 'key': in the header's Python dict literal, or "" when absent.
+std::string dict_value(const std::string& h, const std::string& key) {
+    for (const char q : {'\'', '"'}) {
+        const std::string k = std::string(1, q) + key + q;
+        size_t p = h.find(k);
+        if (p == std::string::npos) continue;
+        p = h.find(':', p + k.size());
+        if (p == std::string::npos) return "";
+        ++p;
+        while (p < h.size() && h[p] == ' ') ++p;
+        if (p >= h.size()) return "";
+        if (h[p] == '\'' || h[p] == '"') {
+            const size_t e = h.find(h[p], p + 1);
+            return e == std::string::npos ? "" : h.substr(p + 1, e - p - 1);
+        }
+        if (h[p] == '(') {
+            const size_t e = h.find(')', p);
+            return e == std::string::npos ? "" : h.substr(p, e - p + 1);
+        }
+        size_t e = p;
+        while (e < h.size() && h[e] != ',' && h[e] != '}') ++e;
+        return h.substr(p, e - p);
+    }
+    return "";
+}
+
+}  // namespace
+
+NpyArray read_npy(const std::string& path) {
+    const std::vector<uint8_t> b = read_whole(path, uint64_t(1) << 30);
+    auto bad = [&](const std::string& why) -> Error { return Error(path + " is not a usable .npy file: " + why); };
+    if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0) throw bad("bad magic (expected \\x93NUMPY)");
+    const int major = b[6];
+    size_t hlen, hstart;
+    if (major == 1) {
+        hlen = size_t(b[8]) | size_t(b[9]) << 8;
+        hstart = 10;
+    } else if (major == 2 || major == 3) {
+        if (b.size() < 12) throw bad("truncated header");
+        hlen = size_t(b[8]) | size_t(b[9]) << 8 | size_t(b[10]) << 16 | size_t(b[11]) << 24;
+        hstart = 12;
+    } else {
+        throw bad("format version " + std::to_string(major) + " is not supported (1, 2 or 3)");
+    }
+    if (hstart + hlen > b.size()) throw bad("truncated header");
+    const std::string h(reinterpret_cast<const char*>(b.data() + hstart), hlen);
+    const std::string descr = dict_value(h, "descr"), fortran = dict_value(h, "fortran_order"),
+                      shape = dict_value(h, "shape");
+    if (descr.size() < 3 || fortran.empty() || shape.empty()) throw bad("header lacks descr, fortran_order or shape");
+    if (descr[0] == '>') throw bad("big-endian data (" + descr + ") is not supported");
+    const std::string kind = descr.substr(1);
+    const size_t esz = kind == "f2" ? 2 : kind == "f4" ? 4 : kind == "f8" ? 8 : 0;
+    if (esz == 0) throw bad("dtype " + descr + " is not a float (expected <f2, <f4 or <f8)");
+    NpyArray a;
+    size_t n = 1;
+    for (size_t p = 1; p < shape.size();) {  // "(512, 3)" or "(512,)" or "()"
+        while (p < shape.size() && (shape[p] == ' ' || shape[p] == ',')) ++p;
+        if (p >= shape.size() || shape[p] == ')') break;
+        size_t e = p;
+        while (e < shape.size() && shape[e] >= '0' && shape[e] <= '9') ++e;
+        if (e == p || e - p > 12) throw bad("malformed shape " + shape);
+        a.shape.push_back(std::stoll(shape.substr(p, e - p)));
+        n *= size_t(a.shape.back());
+        p = e;
+    }
+    const size_t data = hstart + hlen;
+    if (b.size() - data < n * esz)
+        throw Error(path + " is truncated: " + std::to_string(n) + " values of " + descr + " need " +
+                    std::to_string(n * esz) + " bytes, the file has " + std::to_string(b.size() - data));
+    std::vector<double> raw(n);
+    for (size_t i = 0; i < n; ++i) {
+        const uint8_t* p = b.data() + data + i * esz;
+        if (esz == 2) {
+            uint16_t x;
+            std::memcpy(&x, p, 2);
+            raw[i] = half_to_float(x);
+        } else if (esz == 4) {
+            float x;
+            std::memcpy(&x, p, 4);
+            raw[i] = x;
+        } else {
+            std::memcpy(&raw[i], p, 8);
+        }
+    }
+    if (fortran.find("True") != std::string::npos && a.shape.size() > 1) {
+        // Column-major on disk: element (i0, i1, ..) sits at i0 + d0 * (i1 + d1 * ..). Reorder to C order.
+        a.v.assign(n, 0.0);
+        const size_t r = a.shape.size();
+        std::vector<size_t> idx(r, 0);
+        for (size_t c = 0; c < n; ++c) {  // c: C-order index; idx: its multi-index
+            size_t f = 0, stride = 1;
+            for (size_t k = 0; k < r; ++k) {
+                f += idx[k] * stride;
+                stride *= size_t(a.shape[k]);
+            }
+            a.v[c] = raw[f];
+            for (size_t k = r; k-- > 0;) {
+                if (++idx[k] < size_t(a.shape[k])) break;
+                idx[k] = 0;
+            }
+        }
+    } else {
+        a.v = std::move(raw);
+    }
+    return a;
+}
+
+}  // namespace igpt::imp
