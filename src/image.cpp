@@ -39,6 +39,68 @@ void* igpt_stbi_realloc(void* p, size_t n) {
 
 namespace igpt {
 
+namespace {
+
+// Inputs that Debian 12's stb_image (2.27) mishandles, refused before stb reads them (both fixed upstream in
+// 2.28; found by fuzz/fuzz_image_decode). Returns the reason, or nullptr.
+//  - A JPEG DHT segment declaring more than 256 Huffman codes: stb writes past its 257-entry tables.
+//  - A PNM header number of more than 9 digits: stb's int parser overflows (undefined behaviour).
+//  - A 16-bit PNM (maximum value > 255): stb converts it with the 8-bit routine, then reads twice the
+//    buffer's size (heap over-read).
+// The JPEG walk mirrors stb's: segments with a length are skipped whole, bytes between them (entropy-coded
+// data, junk, 0xFF fill before SOI) are scanned for the next 0xFF marker, and every DHT segment is checked
+// the way stb parses it. Like stb, a JPEG may start with 0xFF fill bytes before its SOI marker.
+const char* stb_unsafe_input(const uint8_t* p, size_t n) {
+    auto at = [&](size_t i) -> uint32_t { return i < n ? p[i] : 0; };  // stb reads 0 past the end
+    size_t soi = 0;
+    while (soi < n && p[soi] == 0xFF) ++soi;
+    if (soi >= 1 && soi < n && p[soi] == 0xD8) {
+        size_t i = soi + 1;
+        while (i + 1 < n) {
+            if (p[i] != 0xFF || p[i + 1] == 0xFF || p[i + 1] == 0x00 || (p[i + 1] >= 0xD0 && p[i + 1] <= 0xD9)) {
+                ++i;  // data, fill byte, stuffed zero, RSTn/SOI/EOI: no segment starts here
+                continue;
+            }
+            const uint32_t marker = p[i + 1];
+            const size_t len = (at(i + 2) << 8) | at(i + 3);
+            if (marker == 0xC4) {
+                int64_t left = int64_t(len) - 2;
+                size_t q = i + 4;
+                while (left > 0) {
+                    if ((at(q) >> 4) > 1 || (at(q) & 15) > 3) break;  // stb refuses the table
+                    uint32_t codes = 0;
+                    for (size_t k = 1; k <= 16; ++k) codes += at(q + k);
+                    if (codes > 256) return "corrupt JPEG (Huffman table with more than 256 codes)";
+                    q += 17 + codes;
+                    left -= 17 + int64_t(codes);
+                }
+            }
+            i += 2 + std::max<size_t>(len, 2);
+        }
+    }
+    if (n >= 2 && p[0] == 'P' && (p[1] == '5' || p[1] == '6')) {
+        auto space = [](uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+        size_t i = 2;
+        for (int field = 0; field < 3; ++field) {  // width, height, maximum value
+            while (i < n && (space(p[i]) || p[i] == '#')) {
+                if (p[i] == '#')
+                    while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
+                else
+                    ++i;
+            }
+            size_t digits = 0;
+            int64_t value = 0;
+            for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i, ++digits)
+                if (digits < 10) value = value * 10 + (p[i] - '0');
+            if (digits > 9) return "corrupt PNM header (number too long)";
+            if (field == 2 && value > 255) return "16-bit PNM is not supported; convert it to PNG";
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace
+
 Image load_image(const std::string& path, const ImageLimits& limits) {
     std::vector<uint8_t> bytes = read_file(path, limits.max_file_bytes);
     return decode_image(bytes.data(), bytes.size(), path, limits);
@@ -48,6 +110,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& what, co
     if (int64_t(size) > limits.max_file_bytes) throw Error(what + ": image file is too large");
     if (size == 0) throw Error(what + ": empty file, not an image");
     if (size > size_t(INT32_MAX)) throw Error(what + ": image file is too large");
+    if (const char* why = stb_unsafe_input(data, size)) throw Error(what + ": not a readable image (" + why + ")");
     int w = 0, h = 0, comp = 0;
     // Check dimensions before decoding, so an image bomb is refused without allocating its pixels.
     if (!stbi_info_from_memory(data, int(size), &w, &h, &comp))

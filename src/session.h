@@ -33,7 +33,9 @@ struct CompletionParams {
 class CompletionSession {
 public:
     CompletionSession(std::shared_ptr<const Model> model, BackendKind kind = BackendKind::Cpu);
-    ~CompletionSession();  // cancels and joins
+    // Cancels and joins. In the browser, never destroy (join) a running session on the main thread:
+    // pthreads are started through the main thread, so the join can deadlock; wait for done() first.
+    ~CompletionSession();
     CompletionSession(const CompletionSession&) = delete;
     CompletionSession& operator=(const CompletionSession&) = delete;
 

@@ -86,7 +86,11 @@ public:
                     Eigen::Map<const RowMat, 0, Stride> Vm(vc + b * T * C + h * D, tk, D, Stride(C));
                     if (S.size() < size_t(n * tk)) S.resize(size_t(n * tk));
                     Eigen::Map<RowMat> Sm(S.data(), n, tk);
+#ifdef __EMSCRIPTEN__
+                    attn_scores(Q.data(), 3 * C, K.data(), C, n, tk, D, S.data());
+#else
                     Sm.noalias() = Q * K.transpose();
+#endif
                     for (int64_t i = 0; i < n; ++i) {
                         float* row = S.data() + i * tk;
                         const int64_t valid = pos + i + 1;  // keys 0..pos+i
@@ -99,7 +103,11 @@ public:
                         for (int64_t k = valid; k < tk; ++k) row[k] = 0.0f;
                     }
                     Eigen::Map<RowMat, 0, Stride> O(&att_[size_t(b * n * C + h * D)], n, D, Stride(C));
+#ifdef __EMSCRIPTEN__
+                    attn_values(S.data(), n, tk, Vm.data(), C, D, O.data(), C);
+#else
                     O.noalias() = Sm * Vm;
+#endif
                 }
             });
             matmul_nt(att_.data(), M, C, lw.proj_w, C, lw.proj_b, tmp_.data(), &pool_);  // attn_out (M, C)

@@ -16,6 +16,7 @@ namespace igpt {
 namespace {
 constexpr auto kSpin = std::chrono::microseconds(50);  // covers the gap between ops of one decode step
 inline uint32_t gen_of(uint64_t s) { return uint32_t(s >> 32); }
+constexpr uint64_t kClosed = 0x7fffffff;  // a chunk index no job reaches: "nothing to claim yet"
 }  // namespace
 
 ThreadPool::ThreadPool(int32_t threads) {
@@ -86,16 +87,20 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     }
     // Two chunks per thread: balances a thread that starts late without many tiny calls.
     const int32_t chunks = int32_t(std::min<int64_t>(max_chunks, 2 * int64_t(n_)));
-    job_.store(&fn, std::memory_order_relaxed);
-    job_n_.store(n, std::memory_order_relaxed);
-    job_chunks_.store(chunks, std::memory_order_relaxed);
-    done_.store(0, std::memory_order_relaxed);
+    // Three steps, so that a worker still inside run_chunks() of the previous job can never claim a chunk
+    // against this job's fields: (1) close the old generation with a new one whose chunks are all taken,
+    // (2) write the job, (3) open it at chunk 0. A stale claim's compare-exchange then fails.
     uint32_t gen;
     {
         std::lock_guard<std::mutex> lk(mu_);
         gen = gen_of(state_.load()) + 1;
-        state_.store(uint64_t(gen) << 32, std::memory_order_release);  // new generation, chunk 0
+        state_.store((uint64_t(gen) << 32) | kClosed, std::memory_order_release);
     }
+    job_.store(&fn, std::memory_order_relaxed);
+    job_n_.store(n, std::memory_order_relaxed);
+    job_chunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    state_.store(uint64_t(gen) << 32, std::memory_order_release);  // open: chunk 0
     if (sleepers_.load() > 0) cv_.notify_all();
     run_chunks(gen, 0);
     while (done_.load(std::memory_order_acquire) != chunks) IGPT_PAUSE();

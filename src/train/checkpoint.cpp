@@ -67,6 +67,8 @@ Checkpoint load_checkpoint(const std::string& path) {
     const size_t n = j.at("n_params").get<size_t>();
     const size_t k = j.at("palette_k").get<size_t>();
     if (n != param_count(param_layout(ck.cfg))) throw Error(path + ": checkpoint parameter count does not match its config");
+    if (k != size_t(ck.cfg.vocab)) throw Error(path + ": checkpoint palette size does not match its config's vocab");
+    if (ck.step < 0 || ck.cursor.epoch < 0 || ck.cursor.pos < 0) throw Error(path + ": checkpoint has a negative step or data position");
     if (b.size() != 16 + jlen + k * 3 + 3 * n * 4) throw Error(path + ": checkpoint is truncated or has trailing bytes");
     const uint8_t* p = b.data() + 16 + jlen;
     ck.palette = Palette(std::vector<uint8_t>(p, p + k * 3));

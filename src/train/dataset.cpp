@@ -224,7 +224,7 @@ TokenDataset::TokenDataset(const std::string& path) : path_(path) {
     w_ = dims[1];
     k_ = dims[2];
     const size_t need = kTokHeader + size_t(n_) * h_ * w_ * 2 + size_t(n_) * 2;
-    if (n_ < 0 || h_ <= 0 || w_ <= 0 || map_len_ != need) {
+    if (n_ < 0 || h_ <= 0 || w_ <= 0 || size_t(n_) > (map_len_ - kTokHeader) / (2 * (size_t(h_) * w_ + 1)) || map_len_ != need) {
         unmap();
         throw Error(path + ": token cache has the wrong size; delete it to rebuild");
     }

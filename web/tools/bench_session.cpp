@@ -1,4 +1,4 @@
-// Benchmark of a completion in the wasm build, under node (NODERAWFS):
+// Benchmark of a completion in the wasm build, under node (NODERAWFS), or natively for comparison:
 //   bench_session <model.safetensors> [threads=2] [batches=1,8]
 // Completes the bottom half (kept 16 of 32 rows) of a grey image at each batch size and prints the seconds
 // and the decode tokens/s -- the same CompletionSession the browser app runs, without the page around it.
@@ -35,7 +35,12 @@ int main(int argc, char** argv) {
             s.start(tokens, p);
             while (!s.done()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
             s.wait();
-            std::printf("wasm %s, %d threads, batch %d: bottom half in %.2f s, %.0f tokens/s\n", c.name.c_str(),
+#ifdef __EMSCRIPTEN__
+            const char* build = "wasm";
+#else
+            const char* build = "native";
+#endif
+            std::printf("%s %s, %d threads, batch %d: bottom half in %.2f s, %.0f tokens/s\n", build, c.name.c_str(),
                         threads, b, s.elapsed_seconds(), s.tokens_per_second());
         }
     } catch (const std::exception& e) {
