@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <malloc.h>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -85,6 +86,10 @@ void App::set_manifest(const std::string& text) {
         say("model list (manifest.json) is not valid JSON", true);
         return;
     }
+    // The visitor's own model files stay listed (after the site's models) when the list is replaced.
+    std::vector<ManifestEntry> local;
+    for (auto& e : manifest)
+        if (e.local) local.push_back(std::move(e));
     manifest.clear();
     for (const json& m : *list) {
         if (!m.is_object() || !m.contains("file") || !m["file"].is_string()) continue;
@@ -97,8 +102,10 @@ void App::set_manifest(const std::string& text) {
         e.size = m.value("size", int64_t(0));
         manifest.push_back(e);
     }
+    const bool site_models = !manifest.empty();
+    manifest.insert(manifest.end(), local.begin(), local.end());
     manifest_loaded = true;
-    if (manifest.empty()) {
+    if (!site_models) {
         say("no models listed in assets/models/manifest.json", true);
         return;
     }
@@ -115,21 +122,55 @@ void App::request_model(const std::string& name) {
     dl_loaded = 0;
     dl_total = double(it->size);
     dl_start = now_ms();
-    js_load_model(("assets/models/" + it->file).c_str(), name.c_str(), double(it->size));
+    if (it->local) js_load_local_model(name.c_str());
+    else js_load_model(("assets/models/" + it->file).c_str(), name.c_str(), double(it->size));
+}
+
+bool App::add_local_model(const std::string& file_name, double size) {
+    if (size > double(kMaxModelFileBytes)) {
+        char buf[256];
+        std::snprintf(buf, sizeof buf,
+                      "cannot open %s: %.2f GB is too large; the browser app opens model files up to %.0f GB "
+                      "(WebAssembly memory is at most 2 GB)",
+                      file_name.c_str(), size / double(1 << 30), double(kMaxModelFileBytes) / double(1 << 30));
+        say(buf, true);
+        return false;
+    }
+    const std::string name = file_name + " (local)";
+    auto it = std::find_if(manifest.begin(), manifest.end(), [&](auto& e) { return e.name == name; });
+    if (it == manifest.end()) {
+        manifest.emplace_back();
+        it = std::prev(manifest.end());
+    } else if (!it->local) {
+        say("cannot open " + file_name + ": a listed model already has the name '" + name + "'", true);
+        return false;
+    }
+    it->name = name;
+    it->file.clear();
+    it->local = true;
+    it->size = int64_t(size);
+    it->trained_on = "a file on this computer (" + file_name + ")";
+    model_wanted.clear();  // a file chosen again (same name, maybe new contents) is read again
+    request_model(name);
+    return true;
 }
 
 void App::on_model_bytes(const uint8_t* data, size_t size, const std::string& name, const std::string& note) {
     if (name != model_wanted) return;  // a newer choice replaced this download
     try {
         igpt::ModelLimits limits;
-        limits.max_file_bytes = 768ll << 20;
+        limits.max_file_bytes = kMaxModelFileBytes;
         auto m = std::make_shared<igpt::Model>(igpt::load_model_from_memory(data, size, name, limits));
         if (running()) cancel();
         model = std::move(m);
         model_name = name;
         model_state = ModelState::Ready;
         model_note = note;
-        settings.model = name;
+        auto it = std::find_if(manifest.begin(), manifest.end(), [&](auto& e) { return e.name == name; });
+        if (it != manifest.end() && it->local)  // not remembered in the URL: a reload cannot reopen the file
+            it->resolution = std::to_string(model->cfg.image_w) + "x" + std::to_string(model->cfg.image_h);
+        else
+            settings.model = name;
         settings.rows = std::clamp(settings.rows, 0, model->cfg.image_h);
         results.clear();
         tex.samples.clear();
@@ -152,6 +193,10 @@ void App::on_model_failed(const std::string& name, const std::string& why) {
     if (name != model_wanted) return;
     model_state = model ? ModelState::Ready : ModelState::Failed;
     model_wanted = model_name;
+    if (name != model_name)  // a local file that does not load leaves the list again
+        manifest.erase(std::remove_if(manifest.begin(), manifest.end(),
+                                      [&](auto& e) { return e.local && e.name == name; }),
+                       manifest.end());
     say("cannot load model: " + why + (model ? " (keeping '" + model_name + "')" : ""), true);
 }
 
@@ -220,6 +265,26 @@ int32_t App::threads() const {
 
 bool App::can_complete() const { return model && !seen_tokens.empty() && !running(); }
 
+// A completion of n samples needs a KV cache of 2 x layers x n_ctx x width floats per sample plus the
+// activations of the first forward pass (all kept tokens of every sample). Checked against what is left of
+// the wasm memory (at most 2 GB) so that too many samples of a large model give a message, not a failure.
+bool App::fits_in_memory(int32_t n, int32_t kept_tokens) {
+    const auto& c = model->cfg;
+    const double f = sizeof(float), T = c.n_ctx(), C = c.width;
+    const double per_sample = 2.0 * c.layers * T * C * f + std::max(1, kept_tokens) * (8.0 * C + c.hidden() + c.vocab) * f;
+    const double free_bytes = js_memory_max() - double(mallinfo().uordblks) - double(32 << 20);  // some slack
+    if (per_sample * n <= free_bytes) return true;
+    const int32_t fit = int32_t(std::max(0.0, free_bytes / per_sample));
+    char buf[240];
+    std::snprintf(buf, sizeof buf, "%d sample%s of '%s' need about %.0f MB; the browser has %.0f MB left of its %.0f MB: %s",
+                  n, n > 1 ? "s" : "", model_name.c_str(), per_sample * n / 1048576.0,
+                  std::max(0.0, free_bytes) / 1048576.0, js_memory_max() / 1048576.0,
+                  fit > 0 ? ("use " + std::to_string(fit) + " sample" + (fit > 1 ? "s" : "") + " or fewer").c_str()
+                          : "choose a smaller model");
+    say(buf, true);
+    return false;
+}
+
 namespace {
 SampleResult blank_result(const std::vector<int32_t>& seen_tokens, int32_t kept, int32_t top_n) {
     SampleResult r;
@@ -244,6 +309,7 @@ void App::complete() {
         p.seed = settings.seed;
         p.threads = threads();
         p.top_n = top_n;
+        if (!fits_in_memory(n, p.rows_kept * image_w())) return;
         auto s = std::make_unique<igpt::CompletionSession>(model);
         s->start(seen_tokens, p);
         if (!results.empty()) {
@@ -262,6 +328,9 @@ void App::complete() {
         job_start = now_ms();
         say("completing " + std::to_string(n) + " sample" + (n > 1 ? "s" : "") + " on " + std::to_string(p.threads) +
             " thread" + (p.threads > 1 ? "s" : ""));
+    } catch (const std::bad_alloc&) {
+        say("not enough memory in this browser for " + std::to_string(settings.samples) + " samples of '" +
+            model_name + "'; use fewer samples", true);
     } catch (const std::exception& e) {
         say(e.what(), true);
     }
@@ -279,6 +348,7 @@ void App::reroll(int32_t slot) {
         p.seed = uint64_t(now_ms() * 1000.0) ^ (uint64_t(slot) << 48);
         p.threads = threads();
         p.top_n = top_n;
+        if (!fits_in_memory(1, p.rows_kept * image_w())) return;
         auto s = std::make_unique<igpt::CompletionSession>(model);
         s->start(seen_tokens, p);
         undo.push_back({input, input_name, settings.rows, results});
@@ -288,6 +358,8 @@ void App::reroll(int32_t slot) {
         session = std::move(s);
         job_start = now_ms();
         say("re-rolling sample " + std::to_string(slot + 1));
+    } catch (const std::bad_alloc&) {
+        say("not enough memory in this browser to re-roll a sample of '" + model_name + "'", true);
     } catch (const std::exception& e) {
         say(e.what(), true);
     }
@@ -454,6 +526,10 @@ std::string App::state_json() const {
         rs.push_back({{"kept", r.kept}, {"filled", r.filled}, {"seed", r.seed}, {"tokens", r.tokens}});
     j["results"] = rs;
     j["seen_rect"] = seen_rect;
+    j["open_model_rect"] = open_model_rect;
+    json models = json::array();
+    for (const ManifestEntry& e : manifest) models.push_back({{"name", e.name}, {"local", e.local}});
+    j["models"] = models;
     j["tile_rects"] = tile_rects;
     j["n_ctx"] = n_ctx();
     j["image_w"] = image_w();

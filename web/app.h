@@ -32,7 +32,12 @@ struct Settings {
 struct ManifestEntry {
     std::string name, file, resolution, trained_on;
     int64_t size = 0;
+    bool local = false;  // opened from the visitor's disk: `file` is empty, the page keeps the File object
 };
+
+// Model files the browser app opens (downloaded or from disk). The wasm memory is at most 2 GB (web/
+// CMakeLists.txt); an int8 iGPT-S (~80 MB) becomes ~310 MB of f32 weights plus ~100 MB of KV cache per sample.
+constexpr int64_t kMaxModelFileBytes = int64_t(1) << 30;
 
 // One sample tile: its tokens so far and what the model thought at each generated position.
 struct SampleResult {
@@ -97,6 +102,7 @@ struct App {
     int32_t hardware_threads = 1;
     std::string state_buf;                    // igpt_web_state()'s return value lives here
     std::array<float, 4> seen_rect{};         // last frame's layout (x, y, w, h in CSS pixels), for tests
+    std::array<float, 4> open_model_rect{};   // the "Open model file..." button
     std::vector<std::array<float, 4>> tile_rects;
 
     // --- actions (app.cpp) ---
@@ -105,11 +111,15 @@ struct App {
     void request_model(const std::string& name);      // starts a download through JS (or uses the cache)
     void on_model_bytes(const uint8_t* data, size_t size, const std::string& name, const std::string& note);
     void on_model_failed(const std::string& name, const std::string& why);
+    // A model file from the visitor's disk (the page keeps the File and reads it when this asks for it):
+    // listed as "<file name> (local)" and loaded. False, with the reason in `message`, when it is too large.
+    bool add_local_model(const std::string& file_name, double size);
     void open_image_bytes(const uint8_t* data, size_t size, const std::string& name);
     void add_gallery_image(const uint8_t* data, size_t size, const std::string& name);
     void set_input(const igpt::Image& img, const std::string& name, bool push_undo);
     void refresh_seen();                              // recomputes display/seen/tokens
     bool can_complete() const;
+    bool fits_in_memory(int32_t n_samples, int32_t kept_tokens);  // false: says why
     void complete();                                  // all samples
     void reroll(int32_t slot);                        // one sample, new seed
     void use_as_input(int32_t slot);

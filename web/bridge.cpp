@@ -15,6 +15,9 @@ EM_JS(void, igpt_js_save_settings, (const char* json), { igptHost.saveSettings(U
 EM_JS(void, igpt_js_load_model, (const char* url, const char* name, double size),
       { igptHost.loadModel(UTF8ToString(url), UTF8ToString(name), size); });
 EM_JS(void, igpt_js_pick_file, (), { igptHost.pickFile(); });
+EM_JS(void, igpt_js_pick_model_file, (), { igptHost.pickModelFile(); });
+EM_JS(void, igpt_js_load_local_model, (const char* name), { igptHost.loadLocalModel(UTF8ToString(name)); });
+EM_JS(double, igpt_js_memory_max, (), { return igptHost.memoryMax(); });
 EM_JS(void, igpt_js_download, (const char* name, const uint8_t* data, size_t size),
       { igptHost.download(UTF8ToString(name), data, size); });
 EM_JS(void, igpt_js_clear_cache, (), { igptHost.clearCache(); });
@@ -25,6 +28,9 @@ void js_ready(App* app) { igpt_js_ready(app); }
 void js_save_settings(const char* json) { igpt_js_save_settings(json); }
 void js_load_model(const char* url, const char* name, double size) { igpt_js_load_model(url, name, size); }
 void js_pick_file() { igpt_js_pick_file(); }
+void js_pick_model_file() { igpt_js_pick_model_file(); }
+void js_load_local_model(const char* name) { igpt_js_load_local_model(name); }
+double js_memory_max() { return igpt_js_memory_max(); }
 void js_download(const char* name, const uint8_t* data, size_t size) { igpt_js_download(name, data, size); }
 void js_clear_cache() { igpt_js_clear_cache(); }
 void js_copy_embed_snippet() { igpt_js_copy_embed_snippet(); }
@@ -60,6 +66,11 @@ EMSCRIPTEN_KEEPALIVE void igpt_web_model_bytes(App* app, uint8_t* data, size_t s
 
 EMSCRIPTEN_KEEPALIVE void igpt_web_model_failed(App* app, const char* name, const char* why) {
     app->on_model_failed(name, why);
+}
+
+// A model file chosen on the visitor's disk (name, size only: the page reads it when asked). 1 = accepted.
+EMSCRIPTEN_KEEPALIVE int igpt_web_add_local_model(App* app, const char* file_name, double size) {
+    return app->add_local_model(file_name, size) ? 1 : 0;
 }
 
 EMSCRIPTEN_KEEPALIVE void igpt_web_open_image(App* app, uint8_t* data, size_t size, const char* name) {

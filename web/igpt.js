@@ -6,6 +6,8 @@
 const igptHost = {
   app: 0,           // App* handle from C++
   onReady: null,    // set by shell.js
+  memoryLimit: 0,   // bytes the wasm memory may grow to (set by shell.js, which creates the memory)
+  localModels: new Map(),  // "<file name> (local)" -> File on the visitor's disk (read again when chosen)
 
   // The heap view, fresh: a worker thread may have grown the (shared) memory since the last look.
   heap() {
@@ -54,6 +56,35 @@ const igptHost = {
                                      (n, w) => Module._igpt_web_model_failed(this.app, n, w)));
   },
   pickFile() { document.getElementById('file-input').click(); },
+  pickModelFile() { document.getElementById('model-input').click(); },
+  memoryMax() {
+    return this.memoryLimit || (Module.wasmMemory ? 2147483648 : 0);
+  },
+  // A model file from the visitor's disk: the app lists it and asks for its bytes (loadLocalModel).
+  openModelFile(file) {
+    const name = `${file.name} (local)`;
+    const ok = this.withStrings([file.name], (n) => Module._igpt_web_add_local_model(this.app, n, file.size));
+    if (ok) this.localModels.set(name, file);  // before the app's request is served (asynchronously, below)
+  },
+  loadLocalModel(name) {
+    // Called from C++ during add_local_model, so the File is looked up once the call has returned.
+    Promise.resolve().then(async () => {
+      const file = this.localModels.get(name);
+      if (!file) throw new Error(`${name}: the file is no longer available; open it again`);
+      let bytes;
+      try {
+        bytes = new Uint8Array(await file.arrayBuffer());
+      } catch (e) {
+        throw new Error(`cannot read ${file.name} (${e.name || e}); open it again`);
+      }
+      Module._igpt_web_model_progress(this.app, bytes.length, bytes.length);
+      let p;
+      try { p = this.copyIn(bytes); } catch (e) { throw new Error(`${file.name} does not fit in this browser's memory`); }
+      this.withStrings([name, `local file, ${(bytes.length / 1048576).toFixed(1)} MB`],
+                       (n, t) => Module._igpt_web_model_bytes(this.app, p, bytes.length, n, t));
+    }).catch((e) => this.withStrings([name, String(e.message || e)],
+                                     (n, w) => Module._igpt_web_model_failed(this.app, n, w)));
+  },
   download(name, ptr, size) {
     const bytes = this.heap().slice(ptr, ptr + size);  // a copy: Blob refuses views of shared memory
     const a = document.createElement('a');

@@ -183,7 +183,8 @@ void panel_controls(App& a) {
     ImGui::SetNextItemWidth(-1);
     if (ImGui::BeginCombo("##model", current)) {
         for (const auto& m : a.manifest) {
-            std::string label = m.name + "  (" + m.resolution + ", " + bytes_text(double(m.size)) + ")";
+            std::string label = m.name + "  (" + (m.resolution.empty() ? "" : m.resolution + ", ") +
+                                bytes_text(double(m.size)) + ")";
             if (ImGui::Selectable(label.c_str(), m.name == a.model_wanted)) a.request_model(m.name);
             if (ImGui::IsItemHovered() && !m.trained_on.empty()) ImGui::SetTooltip("trained on: %s", m.trained_on.c_str());
         }
@@ -202,7 +203,17 @@ void panel_controls(App& a) {
             if (m.name == a.model_name && !m.trained_on.empty()) ImGui::TextWrapped("trained on: %s", m.trained_on.c_str());
         if (!a.model_note.empty()) ImGui::TextDisabled("%s", a.model_note.c_str());
     }
-    if (!a.embed && ImGui::SmallButton("clear model cache")) igpt_web::js_clear_cache();
+    if (!a.embed) {
+        // A model file from the visitor's disk (e.g. an iGPT-S made with `igpt import`), also by drag-and-drop.
+        if (ImGui::SmallButton("Open model file...")) igpt_web::js_pick_model_file();
+        const ImVec2 r0 = ImGui::GetItemRectMin(), r1 = ImGui::GetItemRectMax();
+        a.open_model_rect = {r0.x, r0.y, r1.x - r0.x, r1.y - r0.y};
+        if (ImGui::IsItemHovered())
+            ImGui::SetTooltip("a .safetensors model file on this computer (up to 1 GB), e.g. from igpt import;\n"
+                              "or drop it on the page");
+        ImGui::SameLine();
+        if (ImGui::SmallButton("clear model cache")) igpt_web::js_clear_cache();
+    }
     ImGui::Separator();
 
     // Sampling

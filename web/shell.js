@@ -28,8 +28,20 @@
     return;
   }
 
+  // The wasm memory, made here so that a browser that cannot reserve the build's maximum (2 GB,
+  // -sMAXIMUM_MEMORY in web/CMakeLists.txt; e.g. iOS) still starts, with less room for large models.
+  let wasmMemory = null;
+  for (const mb of [2048, 1024, 512]) {
+    try {
+      wasmMemory = new WebAssembly.Memory({ initial: 64 * 16, maximum: mb * 16, shared: true });
+      igptHost.memoryLimit = mb * 1048576;
+      break;
+    } catch (e) { /* try a smaller reservation */ }
+  }
+
   window.Module = {
     canvas,
+    wasmMemory,
     print: (t) => console.log(t),
     printErr: (t) => console.warn(t),
     onAbort: (what) => showNote('The app stopped: ' + what + '. Reload the page to start again.'),
@@ -94,9 +106,23 @@
     }
   };
 
-  // Files: the picker and drag-and-drop anywhere on the page.
+  // A model file (.safetensors) from the visitor's disk: read by igptHost.loadLocalModel when the app asks.
+  function openModelFile(file) {
+    try {
+      igptHost.openModelFile(file);
+    } catch (e) {
+      igptHost.say(`${file.name}: ${e.message || e}`, true);
+    }
+  }
+  const isModelFile = (f) => /\.safetensors$/i.test(f.name);
+
+  // Files: the pickers and drag-and-drop anywhere on the page (a .safetensors file is a model, else an image).
   document.getElementById('file-input').addEventListener('change', (ev) => {
     if (ev.target.files.length) openFile(ev.target.files[0]);
+    ev.target.value = '';
+  });
+  document.getElementById('model-input').addEventListener('change', (ev) => {
+    if (ev.target.files.length && igptHost.app) openModelFile(ev.target.files[0]);
     ev.target.value = '';
   });
   document.addEventListener('dragover', (ev) => { ev.preventDefault(); document.body.classList.add('drop'); });
@@ -105,7 +131,7 @@
     ev.preventDefault();
     document.body.classList.remove('drop');
     const f = ev.dataTransfer && ev.dataTransfer.files[0];
-    if (f && igptHost.app) openFile(f);
+    if (f && igptHost.app) (isModelFile(f) ? openModelFile : openFile)(f);
   });
   canvas.addEventListener('contextmenu', (ev) => ev.preventDefault());
 

@@ -3,8 +3,10 @@
 // Starts serve.py on a free loopback port, opens the page, waits for the model, drags the crop line with the
 // mouse, completes, and checks: crossOriginIsolated, the kept rows equal the input's quantised rows, the rest
 // filled, sample tile pixels change while it runs, the frame rate holds, cancel, a corrupt image and a
-// missing model give one-line errors and the app keeps working, settings survive a reload. Screenshots go
-// to build-web/test-web/.
+// missing model give one-line errors and the app keeps working, a model file opened from disk (the "Open
+// model file..." button's file chooser) is listed as local and completes, a corrupt one dropped on the page
+// and a too-large one give one-line errors and keep the model, settings survive a reload. Screenshots go to
+// build-web/test-web/.
 'use strict';
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -231,6 +233,58 @@ async function main() {
     s = await state(page);
     check(s.results.length === 2 && s.results.every((r) => r.filled === s.n_ctx), 'completes again after cancel',
           s.message);
+
+    // A model file from the visitor's disk: the "Open model file..." button opens the file chooser; the file
+    // (the build's random dev model under another name) is listed as "<file> (local)" and completes.
+    const localName = 'my-igpt-s.safetensors (local)';
+    const modelBytes = fs.readFileSync(path.join(ROOT, 'assets', 'models', 'dev-random.safetensors'));
+    const [bx, by, bw, bh] = s.open_model_rect;
+    let chooser = null;
+    try {
+      [chooser] = await Promise.all([page.waitForEvent('filechooser', { timeout: 10000 }),
+                                     page.mouse.click(bx + bw / 2, by + bh / 2)]);
+    } catch (e) { /* reported below */ }
+    check(chooser !== null && !chooser.isMultiple(), '"Open model file..." opens a file chooser', `button at ${bx},${by}`);
+    if (chooser) await chooser.setFiles({ name: 'my-igpt-s.safetensors', mimeType: 'application/octet-stream',
+                                          buffer: modelBytes });
+    else await page.setInputFiles('#model-input', { name: 'my-igpt-s.safetensors', mimeType: 'application/octet-stream',
+                                                    buffer: modelBytes });
+    await waitFor(page, (n) => igptHost.state().model === n && igptHost.state().model_state === 2, localName, 20000,
+                  'local model');
+    s = await state(page);
+    check(s.model === localName && !s.error && s.models.some((m) => m.name === localName && m.local),
+          'local model file: listed as "(local)" and loaded', s.message);
+    await page.evaluate(() => igptHost.action('complete'));
+    await waitFor(page, () => !igptHost.state().running, null, 60000, 'completion with the local model');
+    s = await state(page);
+    check(s.model === localName && s.results.length === 2 && s.results.every((r) => r.filled === s.n_ctx) &&
+          /done in/.test(s.message), 'local model: completion runs', s.message);
+    await page.screenshot({ path: path.join(OUT, 'local-model.png') });
+    const localTokens = JSON.stringify(s.results.map((r) => r.tokens));
+    const inputBefore = s.input, settingsBefore = JSON.stringify(s.settings);
+
+    // A corrupt model file dropped on the page: one-line error; model, list, image, samples and settings stay.
+    await page.evaluate((b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'broken.safetensors', { type: 'application/octet-stream' }));
+      document.getElementById('canvas').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true }));
+    }, modelBytes.subarray(0, 3000).toString('base64'));
+    await waitFor(page, () => /cannot load model/.test(igptHost.state().message), null, 10000, 'corrupt local model');
+    s = await state(page);
+    check(s.error && /broken\.safetensors/.test(s.message) && !s.message.includes('\n') && s.model === localName &&
+          s.model_state === 2, 'corrupt model file: one-line error, local model kept', s.message);
+    check(!s.models.some((m) => /broken/.test(m.name)) && s.models.some((m) => m.name === localName) &&
+          s.input === inputBefore && JSON.stringify(s.results.map((r) => r.tokens)) === localTokens &&
+          JSON.stringify(s.settings) === settingsBefore, 'corrupt model file: not listed; image, samples, settings kept');
+
+    // A file over the browser's limit (1 GB) is refused before it is read.
+    await page.evaluate(() => igptHost.openModelFile({ name: 'huge.safetensors', size: 3 * 2 ** 30,
+                                                      arrayBuffer: () => { throw new Error('must not be read'); } }));
+    await page.waitForTimeout(200);
+    s = await state(page);
+    check(s.error && /too large/.test(s.message) && !s.message.includes('\n') && s.model === localName &&
+          !s.models.some((m) => /huge/.test(m.name)), 'too-large model file: one-line error, model kept', s.message);
 
     // Settings come back after a reload (URL + localStorage).
     await page.waitForTimeout(600);  // settings are saved at most every 400 ms
