@@ -15,6 +15,7 @@ cd "$w"
 # --- good files to start from ---------------------------------------------------------------------------
 "$igpt" palette "$repo"/assets/samples/*.png -k 8 --samples 2000 --size 8 -o pal.safetensors >/dev/null 2>&1
 "$igpt" init --palette pal.safetensors --width 16 --layers 1 --heads 2 --size 8 -o model.safetensors >/dev/null
+[ -f model.safetensors ] || { echo "bad_inputs: could not make the starting model with $igpt" >&2; exit 1; }
 cp "$repo/assets/samples/house.png" photo.png
 python3 - "$repo" <<'EOF'
 import io, json, os, struct, sys, tarfile, zlib
@@ -51,6 +52,7 @@ def png_header_only(w, hgt):
     def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, hgt, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 open("bomb.png", "wb").write(png_header_only(100000, 100000))
+open("big.png", "wb").write(png_header_only(12000, 12000))
 open("notes.png", "wb").write(b"shopping list: milk, eggs\n")
 open("empty.png", "wb").write(b"")
 png = open("photo.png", "rb").read(); open("truncated.png", "wb").write(png[: len(png) // 3])
@@ -86,7 +88,9 @@ row() {  # row "description" command args...
     local out rc
     out=$("$@" 2>&1 </dev/null)
     rc=$?
-    out=$(printf "%s" "$out" | grep -v '^\s*$' | tail -n 1 | sed 's/\r.*//; s/|/\\|/g')
+    # A failure's message is its first line (CLI11 adds a --help hint after it); a success's, its last.
+    if [ $rc -ne 0 ]; then pick=(head -n 1); else pick=(tail -n 1); fi
+    out=$(printf "%s" "$out" | grep -v '^\s*$' | grep -v '^Run with --help' | "${pick[@]}" | sed 's/\r.*//; s/|/\\|/g')
     local shown="${*}"
     shown=${shown//$igpt/igpt}
     shown=${shown//$w\//}
@@ -112,17 +116,24 @@ row "Plain safetensors (no igpt metadata)" "$igpt" info no_metadata.safetensors
 row "A folder given as the model" "$igpt" info emptydir
 row "Palette file that is an image" "$igpt" init --palette photo.png -o new.safetensors
 row "Missing image" "$igpt" complete $m nope.png
-row "Image bomb (PNG header 100000x100000)" "$igpt" complete $m bomb.png
+row "Image bomb (PNG header 100000x100000: stb refuses it)" "$igpt" complete $m bomb.png
+row "Image bomb (PNG header 12000x12000)" "$igpt" complete $m big.png
+cp "$repo/tests/data/fuzz/image_decode/zlib_bomb_64x64_16MB.png" zbomb.png
+row "Decompression bomb (16 KB PNG of 64x64 that inflates to 16 MB)" "$igpt" complete $m zbomb.png
+cp "$repo"/tests/data/fuzz/image_decode/jpeg_dht_over_256_codes_cb801685.jpg bad_huffman.jpg
+row "JPEG with an overlong Huffman table (heap overflow in stb 2.27)" "$igpt" complete $m bad_huffman.jpg
+cp "$repo"/tests/data/fuzz/image_decode/pnm_16bit_heap_overread_45f89eca.ppm deep.ppm
+row "16-bit PPM (heap over-read in stb 2.27)" "$igpt" complete $m deep.ppm
 row "Text file named .png" "$igpt" complete $m notes.png
 row "Empty image file" "$igpt" complete $m empty.png
 row "Truncated PNG (first third)" "$igpt" complete $m truncated.png -o out_png.png
 if [ -f truncated.jpg ]; then
-    row "Truncated JPEG (first third): stb decodes what is there, the rest grey" "$igpt" complete $m truncated.jpg -o out_jpg.png
+    row "Truncated JPEG (first third)" "$igpt" complete $m truncated.jpg -o out_jpg.png
     row "JPEG cut inside its header" "$igpt" complete $m cut_in_header.jpg
 fi
 row "Folder without images" "$igpt" complete $m emptydir
 row "Rows out of range" "$igpt" complete $m photo.png --rows 99
-row "Negative rows" "$igpt" complete $m photo.png --rows -1
+row "Negative rows (-1 means the default, half)" "$igpt" complete $m photo.png --rows -1
 row "Too many samples" "$igpt" complete $m photo.png -n 1000
 row "Unknown device" "$igpt" complete $m photo.png --device tpu
 if "$igpt" train --help >/dev/null 2>&1; then

@@ -136,7 +136,7 @@ TEST_CASE("train op: causal attention forward and backward", "[train][ops]") {
     for (auto [T, C, NH] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{7, 8, 2}, {150, 6, 2}}) {
         auto qkv = randn(T * 3 * C, 14 + uint32_t(T)), R = randn(T * C, 15);
         std::vector<double> att(NH * T * T), out(T * C);
-        auto f = [&] {
+        auto f = [&, T = T, C = C, NH = NH] {  // named copies: clang 14 cannot capture structured bindings
             attention_forward(qkv.data(), T, C, NH, att.data(), out.data());
             return dot(out, R);
         };

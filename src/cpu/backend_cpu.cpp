@@ -16,6 +16,11 @@ namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Stride = Eigen::OuterStride<>;
+#ifdef __EMSCRIPTEN__
+constexpr bool kAlwaysAttnKernels = true;   // Eigen is not vectorised under wasm
+#else
+constexpr bool kAlwaysAttnKernels = false;
+#endif
 
 class CpuBackend final : public Backend {
 public:
@@ -64,17 +69,20 @@ public:
         const float scale = 1.0f / std::sqrt(float(D));
         for (int64_t l = 0; l < c.layers; ++l) {
             const LayerParams& lw = w_.layers[size_t(l)];
-            float* kc = layer_cache(k_cache_, l);  // (batch_, T, C)
+            float* kc = layer_cache(k_cache_, l);  // (batch_, NH, T, D)
             float* vc = layer_cache(v_cache_, l);
 
             rms_norm(x_.data(), lw.ln1_g, c.norm_eps, M, C, xn_.data());             // attn_norm (M, C)
             pool_features(l, batch, n);
             matmul_nt(xn_.data(), M, C, lw.qkv_w, 3 * C, lw.qkv_b, qkv_.data(), &pool_);  // qkv (M, 3C)
+            // Cache layout (batch, head, T, D): each head's keys are one contiguous block to stream.
             for (int64_t b = 0; b < batch; ++b)
                 for (int64_t i = 0; i < n; ++i) {
                     const float* r = &qkv_[size_t((b * n + i) * 3 * C)];
-                    std::memcpy(kc + (b * T + pos + i) * C, r + C, size_t(C) * 4);
-                    std::memcpy(vc + (b * T + pos + i) * C, r + 2 * C, size_t(C) * 4);
+                    for (int64_t h = 0; h < NH; ++h) {
+                        std::memcpy(kc + ((b * NH + h) * T + pos + i) * D, r + C + h * D, size_t(D) * 4);
+                        std::memcpy(vc + ((b * NH + h) * T + pos + i) * D, r + 2 * C + h * D, size_t(D) * 4);
+                    }
                 }
             // Causal attention per (sequence, head): S = Q K^T * scale, masked softmax, O = P V.  att (M, C)
             pool_.parallel_for(int64_t(batch) * NH, 1, [&](int64_t j0, int64_t j1, int32_t t) {
@@ -82,15 +90,14 @@ public:
                 for (int64_t j = j0; j < j1; ++j) {
                     const int64_t b = j / NH, h = j % NH, tk = pos + n;
                     Eigen::Map<const RowMat, 0, Stride> Q(&qkv_[size_t(b * n * 3 * C + h * D)], n, D, Stride(3 * C));
-                    Eigen::Map<const RowMat, 0, Stride> K(kc + b * T * C + h * D, tk, D, Stride(C));
-                    Eigen::Map<const RowMat, 0, Stride> Vm(vc + b * T * C + h * D, tk, D, Stride(C));
+                    Eigen::Map<const RowMat> K(kc + (b * NH + h) * T * D, tk, D);
+                    Eigen::Map<const RowMat> Vm(vc + (b * NH + h) * T * D, tk, D);
                     if (S.size() < size_t(n * tk)) S.resize(size_t(n * tk));
                     Eigen::Map<RowMat> Sm(S.data(), n, tk);
-#ifdef __EMSCRIPTEN__
-                    attn_scores(Q.data(), 3 * C, K.data(), C, n, tk, D, S.data());
-#else
-                    Sm.noalias() = Q * K.transpose();
-#endif
+                    // Decode steps (few query rows): streaming kernels; prefill: Eigen's blocked GEMM.
+                    const bool few = kAlwaysAttnKernels || n <= 4;
+                    if (few) attn_scores(Q.data(), 3 * C, K.data(), D, n, tk, D, S.data());
+                    else Sm.noalias() = Q * K.transpose();
                     for (int64_t i = 0; i < n; ++i) {
                         float* row = S.data() + i * tk;
                         const int64_t valid = pos + i + 1;  // keys 0..pos+i
@@ -103,11 +110,8 @@ public:
                         for (int64_t k = valid; k < tk; ++k) row[k] = 0.0f;
                     }
                     Eigen::Map<RowMat, 0, Stride> O(&att_[size_t(b * n * C + h * D)], n, D, Stride(C));
-#ifdef __EMSCRIPTEN__
-                    attn_values(S.data(), n, tk, Vm.data(), C, D, O.data(), C);
-#else
-                    O.noalias() = Sm * Vm;
-#endif
+                    if (few) attn_values(S.data(), n, tk, Vm.data(), D, D, O.data(), C);
+                    else O.noalias() = Sm * Vm;
                 }
             });
             matmul_nt(att_.data(), M, C, lw.proj_w, C, lw.proj_b, tmp_.data(), &pool_);  // attn_out (M, C)
@@ -142,8 +146,10 @@ public:
         for (int64_t l = 0; l < c.layers; ++l)
             for (auto* cache : {&k_cache_, &v_cache_}) {
                 float* base = layer_cache(*cache, l);
+                const int64_t NH = c.heads, D = c.head_dim();
                 for (int64_t b = 0; b < count; ++b)
-                    if (b != src) std::memcpy(base + b * T * C, base + src * T * C, size_t(n * C) * 4);
+                    for (int64_t h = 0; b != src && h < NH; ++h)
+                        std::memcpy(base + (b * NH + h) * T * D, base + (src * NH + h) * T * D, size_t(n * D) * 4);
             }
     }
 
@@ -185,7 +191,7 @@ private:
     ParamPtrs w_;
     ThreadPool pool_;
     int32_t batch_ = 0, pooled_batch_ = 0;
-    std::vector<float> k_cache_, v_cache_;        // (L, batch, T, C)
+    std::vector<float> k_cache_, v_cache_;        // (L, batch, heads, T, head_dim)
     std::vector<float> x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)
     std::vector<std::vector<float>> scores_;     // attention scores, one buffer per thread

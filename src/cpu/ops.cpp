@@ -125,6 +125,92 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S) {
+    const int64_t D8 = D - D % 8;
+    for (int64_t i = 0; i < n; ++i) {
+        const float* q = Q + i * ldq;
+        float* s = S + i * tk;
+        int64_t t = 0;
+        for (; t + 4 <= tk; t += 4) {  // four keys at once, reduced together with horizontal adds
+            const float* k0 = K + t * ldk;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < D8; d += 8) {
+                const __m256 qv = _mm256_loadu_ps(q + d);
+                a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+                a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ldk + d), a1);
+                a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ldk + d), a2);
+                a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ldk + d), a3);
+            }
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+            __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            alignas(16) float out[4];
+            _mm_store_ps(out, r);
+            for (int j = 0; j < 4; ++j) {
+                for (int64_t d = D8; d < D; ++d) out[j] += q[d] * k0[j * ldk + d];
+                s[t + j] = out[j];
+            }
+        }
+        for (; t < tk; ++t) {
+            float acc = 0;
+            for (int64_t d = 0; d < D; ++d) acc += q[d] * K[t * ldk + d];
+            s[t] = acc;
+        }
+    }
+}
+
+void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float* p = P + i * tk;
+        float* o = O + i * ldo;
+        int64_t d = 0;
+        for (; d + 32 <= D; d += 32) {  // 32 output features in four registers, one FMA each per key
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t t = 0; t < tk; ++t) {
+                const __m256 w = _mm256_broadcast_ss(p + t);
+                const float* v = V + t * ldv + d;
+                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
+                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
+                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
+                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
+            }
+            _mm256_storeu_ps(o + d, a0);
+            _mm256_storeu_ps(o + d + 8, a1);
+            _mm256_storeu_ps(o + d + 16, a2);
+            _mm256_storeu_ps(o + d + 24, a3);
+        }
+        for (; d + 8 <= D; d += 8) {
+            __m256 a = _mm256_setzero_ps();
+            for (int64_t t = 0; t < tk; ++t) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + t), _mm256_loadu_ps(V + t * ldv + d), a);
+            _mm256_storeu_ps(o + d, a);
+        }
+        for (; d < D; ++d) {
+            float acc = 0;
+            for (int64_t t = 0; t < tk; ++t) acc += p[t] * V[t * ldv + d];
+            o[d] = acc;
+        }
+    }
+}
+#elif !defined(__EMSCRIPTEN__)
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S) {
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t t = 0; t < tk; ++t) {
+            float acc = 0;
+            for (int64_t d = 0; d < D; ++d) acc += Q[i * ldq + d] * K[t * ldk + d];
+            S[i * tk + t] = acc;
+        }
+}
+
+void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo) {
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t d = 0; d < D; ++d) {
+            float acc = 0;
+            for (int64_t t = 0; t < tk; ++t) acc += P[i * tk + t] * V[t * ldv + d];
+            O[i * ldo + d] = acc;
+        }
+}
+#endif
+
 void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, float* out) {
     for (int64_t i = 0; i < M; ++i) {
         const float* xi = x + i * C;

@@ -11,13 +11,12 @@ class ThreadPool;
 void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
                ThreadPool* pool);
 
-#ifdef __EMSCRIPTEN__
-// Attention products for the browser build (Eigen is scalar code under wasm); single-threaded, one
-// (sequence, head) per call. S[n, tk] = Q[n, D] · K[tk, D]^T with strided rows of Q and K, S dense.
+// Attention products for few query rows (decode steps; always in the browser build, where Eigen is scalar
+// code); single-threaded, one (sequence, head) per call. AVX2 natively (ops.cpp), wasm SIMD in
+// matmul_wasm.cpp. S[n, tk] = Q[n, D] · K[tk, D]^T with strided rows of Q and K, S dense.
 void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S);
 // O[n, D] (row stride ldo) = P[n, tk] · V[tk, D] (row stride ldv).
 void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo);
-#endif
 
 // out[i, :] = x[i, :] * rsqrt(mean(x[i, :]^2) + eps) * g   for M rows of C
 void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, float* out);

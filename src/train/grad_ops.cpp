@@ -148,15 +148,17 @@ void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F
             const int64_t rows = std::min(kAttBlock, T - r0), cols = r0 + rows;  // keys [0, cols) are visible
             auto S = A.block(r0, 0, rows, cols);
             S.noalias() = (scale * q.middleRows(r0, rows)) * k.topRows(cols).transpose();  // (rows, cols)
-            // causal mask: in the diagonal block, row i sees keys up to r0 + i
-            for (int64_t i = 0; i + 1 < rows; i++)
-                S.row(i).tail(rows - 1 - i).setConstant(-std::numeric_limits<F>::infinity());
-            // softmax over the whole block at once (vectorised; exp(-inf) = 0 fills the masked part)
-            auto Sa = S.array();
-            const Eigen::Array<F, Eigen::Dynamic, 1> m = Sa.rowwise().maxCoeff();
-            Sa = (Sa.colwise() - m).exp();
-            const Eigen::Array<F, Eigen::Dynamic, 1> inv = Sa.rowwise().sum().inverse();
-            Sa.colwise() *= inv;
+            // causal softmax row by row (contiguous, vectorised; Eigen's colwise broadcasts over a
+            // row-major block measured 4x slower): position r0+i sees keys [0, r0+i+1)
+            for (int64_t i = 0; i < rows; i++) {
+                const int64_t n = r0 + i + 1;
+                auto row = S.row(i);
+                auto vis = row.head(n).array();
+                const F m = vis.maxCoeff();
+                vis = (vis - m).exp();
+                vis *= F(1) / vis.sum();
+                if (n < cols) row.tail(cols - n).setZero();
+            }
             if (cols < T) A.block(r0, cols, rows, T - cols).setZero();
             o.middleRows(r0, rows).noalias() = S * v.topRows(cols);
         }
@@ -187,9 +189,13 @@ void attention_backward(const F* dout, const F* qkv, const F* att, int64_t T, in
             MapM<F> dS(scratch, rows, cols);
             dS.noalias() = dO * v.topRows(cols).transpose();  // dP (rows, cols)
             dv.topRows(cols).noalias() += P.transpose() * dO;
-            // dS = P * (dP - rowsum(dP * P)); masked entries have P = 0, so dS = 0 there
-            const Eigen::Array<F, Eigen::Dynamic, 1> dot = (dS.array() * P.array()).rowwise().sum();
-            dS.array() = P.array() * (dS.array().colwise() - dot);
+            // dS = P * (dP - rowsum(dP * P)), row by row; masked entries have P = 0, so dS = 0 there
+            for (int64_t i = 0; i < rows; i++) {
+                auto dp = dS.row(i).array();
+                auto p = P.row(i).array();
+                const F dot = (dp * p).sum();
+                dp = p * (dp - dot);
+            }
             dq.middleRows(r0, rows).noalias() += (scale * dS) * k.topRows(cols);
             dk.topRows(cols).noalias() += (scale * dS.transpose()) * q.middleRows(r0, rows);
         }
