@@ -4,12 +4,17 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libeigen3-dev libstb-dev catch2 nlohmann-json3-dev libcli11-dev liblbfgspp-dev
       python3 python3-numpy
-      emscripten wabt nodejs npm chromium dpkg-dev
+      emscripten wabt chromium dpkg-dev
       clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js with npm (for the browser tests): the machine image may bring its own (NodeSource's nodejs
+# includes npm and conflicts with Debian's npm package), so only ask apt when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"
     SUDO=""
