@@ -20,6 +20,8 @@ count() {  # count <log> <prefix>: adds the "<prefix>: N passed, M failed" line 
 log="$(mktemp)"
 python3 "$HERE/test_serve.py" 2>&1 | tee "$log"
 count "$log" serve
+python3 "$HERE/test_serve_hardening.py" 2>&1 | tee "$log"
+count "$log" serve-hardening
 
 if [ ! -f "$WWW/igpt_web.js" ]; then
     echo "web: $WWW/igpt_web.js missing -- build first: scripts/build_web.sh"
