@@ -2,7 +2,7 @@
 //   node tests/web/e2e.js [www root]        (tests/web/run.sh runs it; root defaults to build-web/www)
 // Starts serve.py on a free loopback port, opens the page, waits for the model, drags the crop line with the
 // mouse, completes, and checks: crossOriginIsolated, the kept rows equal the input's quantised rows, the rest
-// filled, sample tile pixels change while it runs, the frame rate holds, cancel, a corrupt image and a
+// filled, the samples fill in progressively frame by frame, the frame rate holds, cancel, a corrupt image and a
 // missing model give one-line errors and the app keeps working, a model file opened from disk (the "Open
 // model file..." button's file chooser) is listed as local and completes, a corrupt one dropped on the page
 // and a too-large one give one-line errors and keep the model, settings survive a reload. Screenshots go to
@@ -94,30 +94,37 @@ async function main() {
     await page.screenshot({ path: path.join(OUT, 'before.png') });
     const idleFps = await page.evaluate(countFrames);
 
-    // Complete; watch tile 0's pixels change and the frame rate while the worker threads run.
+    // Complete, and watch from inside the page, frame by frame, how far the samples have been drawn and how
+    // fast frames come while the worker threads run (screenshots alone miss a completion that is quicker than
+    // the screenshots: the tiny model needs only a second or two).
     await page.evaluate(() => igptHost.action('complete'));
-    await waitFor(page, () => igptHost.state().tile_rects.length > 0, null, 5000, 'sample tiles');
+    const watch = await page.evaluate(() => new Promise((resolve) => {
+      const levels = new Set();
+      let frames = 0, started = false;
+      const t0 = performance.now();
+      const tick = () => {
+        const st = igptHost.state();
+        const t = performance.now() - t0;
+        if (st.running) started = true;
+        if (started) frames++;
+        if (st.results && st.results.length) levels.add(st.results[0].filled);
+        if ((st.running || (!started && t < 5000)) && t < 120000) requestAnimationFrame(tick);
+        else resolve({ levels: [...levels], frames, ms: t, n_ctx: st.n_ctx });
+      };
+      requestAnimationFrame(tick);
+    }));
+    await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
     s = await state(page);
-    check(s.running || s.results.length === 4, 'completion started', s.message);
+    check(s.results.length > 0 && s.tile_rects.length > 0, 'completion started', s.message);
     const [tx, ty, tw, th] = s.tile_rects[0];
-    const clip = { x: tx, y: ty, width: tw, height: th };
-    const shots = [];
-    const fps = await page.evaluate(countFrames);
-    for (let i = 0; i < 3; i++) {
-      shots.push(await page.screenshot({ clip }));
-      await page.waitForTimeout(150);
-    }
-    await page.screenshot({ path: path.join(OUT, 'running.png') });
-    const running = (await state(page)).running;
+    const partial = watch.levels.filter((f) => f > KEEP * s.image_w && f < watch.n_ctx).length;
+    check(partial >= 2, 'sample tiles fill in progressively', `${partial} partial fill levels drawn in ${watch.frames} frames`);
     // Headless chromium draws WebGL with SwiftShader on the CPU, which the inference threads (and, on the
     // test machine, everything else) share: the display's rate cannot be asked for. What must not happen is
     // inference in the frame, which stops the frames outright (0-1 per second).
+    const fps = watch.frames / Math.max(0.001, watch.ms / 1000);
     check(fps >= Math.max(3, Math.min(30, idleFps / 3)), 'UI keeps drawing during completion',
-          `${fps} frames/s while running (${running}), ${idleFps} idle`);
-    await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
-    shots.push(await page.screenshot({ clip }));
-    const changes = shots.slice(1).filter((b, i) => Buffer.compare(b, shots[i]) !== 0).length;
-    check(changes >= 1, 'sample tile pixels change over time', `${changes} of ${shots.length - 1} intervals`);
+          `${fps.toFixed(1)} frames/s while running, ${idleFps} idle`);
     s = await state(page);
     const kept = KEEP * s.image_w;
     let keptOk = true, filledOk = true, varied = false;
