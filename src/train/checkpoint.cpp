@@ -53,6 +53,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     if (jlen > b.size() - 16) throw Error(path + ": checkpoint is truncated");
     Checkpoint ck;
     nlohmann::json j;
+    size_t n = 0, k = 0;
     try {
         j = nlohmann::json::parse(b.begin() + 16, b.begin() + 16 + jlen);
         ck.cfg = ModelConfig::from_json(j.at("config").dump());
@@ -61,11 +62,11 @@ Checkpoint load_checkpoint(const std::string& path) {
         ck.cursor.epoch = j.at("epoch").get<int64_t>();
         ck.cursor.pos = j.at("pos").get<int64_t>();
         ck.wall_seconds = j.at("wall_seconds").get<double>();
+        n = j.at("n_params").get<size_t>();
+        k = j.at("palette_k").get<size_t>();
     } catch (const nlohmann::json::exception& e) {
         throw Error(path + ": bad checkpoint header (" + std::string(e.what()) + ")");
     }
-    const size_t n = j.at("n_params").get<size_t>();
-    const size_t k = j.at("palette_k").get<size_t>();
     if (n != param_count(param_layout(ck.cfg))) throw Error(path + ": checkpoint parameter count does not match its config");
     if (k != size_t(ck.cfg.vocab)) throw Error(path + ": checkpoint palette size does not match its config's vocab");
     if (ck.step < 0 || ck.cursor.epoch < 0 || ck.cursor.pos < 0) throw Error(path + ": checkpoint has a negative step or data position");
