@@ -25,6 +25,7 @@
 #include "import.h"
 #include "model.h"
 #include "session.h"
+#include "ref_array.h"
 #include "test_util.h"
 
 namespace {
@@ -53,25 +54,7 @@ std::string run_py(const std::string& args) {
 
 std::string foreign(const std::string& args) { return run_py(quote(script("make_foreign.py")) + " " + args); }
 
-std::vector<double> read_ref_array(const std::string& path, std::vector<int64_t>* dims = nullptr) {
-    std::ifstream f(path, std::ios::binary);
-    REQUIRE(f.good());
-    char magic[8];
-    f.read(magic, 8);
-    REQUIRE(std::string(magic, 8) == "IGPTREF1");
-    int32_t ndim = 0;
-    f.read(reinterpret_cast<char*>(&ndim), 4);
-    REQUIRE((ndim >= 1 && ndim <= 8));
-    std::vector<int64_t> d(static_cast<size_t>(ndim));
-    f.read(reinterpret_cast<char*>(d.data()), 8 * ndim);
-    size_t n = 1;
-    for (int64_t x : d) n *= size_t(x);
-    std::vector<double> v(n);
-    f.read(reinterpret_cast<char*>(v.data()), std::streamsize(8 * n));
-    REQUIRE(f.good());
-    if (dims) *dims = d;
-    return v;
-}
+using igpt_test::read_ref_array;
 
 // Input sequences (position 0 = sos): random, constant 0, constant V-1, a ramp.
 std::vector<std::vector<int32_t>> inputs_for(int32_t V, int32_t n) {
@@ -139,7 +122,7 @@ std::vector<float> cpu_logits(const igpt::Model& m, const std::vector<std::vecto
 std::vector<double> project_ref_logits(const std::string& model_path, const std::string& tokens_path,
                                        const std::string& out) {
     run_py(quote(script("igpt_ref.py")) + " dump " + quote(model_path) + " " + quote(tokens_path) + " " + quote(out));
-    return read_ref_array(out);
+    return read_ref_array(out).v;
 }
 
 template <class F>
@@ -199,9 +182,9 @@ TEST_CASE("import hf: logits match the Hugging Face layout's own forward pass", 
                 const std::string toks = write_tokens(d + "/tokens.txt", inputs);
                 foreign("hf " + quote(d + "/m") + " " + sh.args + " --dtype " + dt + " --tokens " + quote(toks) +
                         " --logits " + quote(d + "/want.bin"));
-                std::vector<int64_t> dims;
-                const std::vector<double> want = read_ref_array(d + "/want.bin", &dims);
-                REQUIRE(dims == std::vector<int64_t>{4, sh.n, sh.V});
+                const igpt_test::RefArray ref = read_ref_array(d + "/want.bin");
+                const std::vector<double>& want = ref.v;
+                REQUIRE(ref.dims == std::vector<int64_t>{4, sh.n, sh.V});
 
                 const igpt::Model m = igpt::import_hf({d + "/m"});
                 CHECK(m.cfg.vocab == sh.V);
@@ -228,7 +211,7 @@ TEST_CASE("import tf: logits match OpenAI's TensorFlow layout's own forward pass
                 const std::string toks = write_tokens(d + "/tokens.txt", inputs);
                 foreign("tf " + quote(d + "/m") + " " + sh.args + " --shards " + std::to_string(shards) + " --tokens " +
                         quote(toks) + " --logits " + quote(d + "/want.bin"));
-                const std::vector<double> want = read_ref_array(d + "/want.bin");
+                const std::vector<double> want = read_ref_array(d + "/want.bin").v;
 
                 const igpt::Model m = igpt::import_tf(d + "/m/model.ckpt-7", d + "/m/kmeans_centers.npy");
                 CHECK(m.cfg.vocab == sh.V);

@@ -7,6 +7,8 @@
 // independent writer) and igpt::save_model (checks the C++ writer against an independent reader).
 #include <catch2/catch.hpp>
 
+#include "ref_array.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -94,30 +96,8 @@ std::string run_ref(const std::string& args) {
     return out;
 }
 
-struct RefArray {
-    std::vector<int64_t> dims;
-    std::vector<double> v;
-};
-
-RefArray read_ref_array(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    REQUIRE(f.good());
-    char magic[8];
-    f.read(magic, 8);
-    REQUIRE(std::string(magic, 8) == "IGPTREF1");
-    int32_t ndim = 0;
-    f.read(reinterpret_cast<char*>(&ndim), 4);
-    REQUIRE((ndim >= 1 && ndim <= 8));
-    RefArray a;
-    a.dims.resize(size_t(ndim));
-    f.read(reinterpret_cast<char*>(a.dims.data()), 8 * ndim);
-    size_t n = 1;
-    for (int64_t d : a.dims) n *= size_t(d);
-    a.v.resize(n);
-    f.read(reinterpret_cast<char*>(a.v.data()), std::streamsize(8 * n));
-    REQUIRE(f.good());
-    return a;
-}
+using igpt_test::RefArray;
+using igpt_test::read_ref_array;
 
 void write_tokens(const std::string& path, const std::vector<std::vector<int32_t>>& seqs) {
     std::ofstream f(path);
