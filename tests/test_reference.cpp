@@ -431,7 +431,7 @@ TEST_CASE("reference: batch of 1 and batch of 8 agree", "[reference]") {
 }
 
 TEST_CASE("reference: copy_cache fans a prefilled prompt out to every sequence", "[reference]") {
-    for (const char* vn : {"f32_bias", "int8"}) {
+    for (const char* vn : {"f32_bias", "int8", "f16"}) {
         DYNAMIC_SECTION("variant " << vn) {
             const std::string& path = ref_model(variant(vn));
             igpt::Model m = igpt::load_model(path);
@@ -473,6 +473,18 @@ TEST_CASE("reference: copy_cache fans a prefilled prompt out to every sequence",
                             slice(lr, s * size_t(rest) * V, size_t(rest) * V),
                             slice(want, s * TV + size_t(k + 1) * V, size_t(rest) * V));
             }
+            // The backend may share the prompt's cache instead of copying it; running positions below k
+            // again (here k-4 onwards, for every sequence) must give each sequence its own copy first.
+            be->copy_cache(0, 8, k);
+            const int32_t from = k - 4, len = T - from;
+            std::vector<int32_t> ta;
+            for (const auto& s : inputs) ta.insert(ta.end(), s.begin() + from, s.end());
+            std::vector<float> la(8 * size_t(len) * V);
+            be->forward(ta.data(), 8, len, from, la.data(), true);
+            for (size_t s = 0; s < 8; ++s)
+                check_close(std::string(vn) + " rerun from k-4, sequence " + std::to_string(s),
+                            slice(la, s * size_t(len) * V, size_t(len) * V),
+                            slice(want, s * TV + size_t(from) * V, size_t(len) * V));
         }
     }
 }

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "half.h"
 #include "ops.h"
 #include "thread_pool.h"
 
@@ -25,7 +26,9 @@ constexpr bool kAlwaysAttnKernels = false;
 class CpuBackend final : public Backend {
 public:
     CpuBackend(const Model& model, int32_t threads)
-        : m_(model), w_(model.ptrs()), pool_(threads), scores_(size_t(pool_.size())) {}
+        : m_(model), w_(model.ptrs()), pool_(threads), scores_(size_t(pool_.size())) {
+        if (model.file_dtype == DType::F16 && have_matmul_f16()) keep_half_weights();
+    }
 
     std::string name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
 
@@ -39,6 +42,7 @@ public:
             batch_ = batch;
         }
         pooled_.assign(size_t(c.layers + 1) * size_t(batch) * size_t(c.width), 0.0f);
+        shared_len_ = 0;
     }
 
     void forward(const int32_t* tokens, int32_t batch, int32_t n, int32_t pos, float* logits,
@@ -47,6 +51,7 @@ public:
         const int64_t C = c.width, H = c.hidden(), V = c.vocab, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
         if (batch < 1 || batch > batch_) throw Error("forward: batch exceeds the reset() batch");
         if (n < 1 || pos < 0 || pos + n > T) throw Error("forward: positions out of range for n_ctx " + std::to_string(T));
+        if (pos < shared_len_) unshare();  // about to overwrite positions that are shared
         const int64_t M = int64_t(batch) * n;
         grow(x_, M * C);
         grow(xn_, M * C);
@@ -74,7 +79,7 @@ public:
 
             rms_norm(x_.data(), lw.ln1_g, c.norm_eps, M, C, xn_.data());             // attn_norm (M, C)
             pool_features(l, batch, n);
-            matmul_nt(xn_.data(), M, C, lw.qkv_w, 3 * C, lw.qkv_b, qkv_.data(), &pool_);  // qkv (M, 3C)
+            mm(xn_.data(), M, C, lw.qkv_w, half(l, 0), 3 * C, lw.qkv_b, qkv_.data());  // qkv (M, 3C)
             // Cache layout (batch, head, T, D): each head's keys are one contiguous block to stream.
             for (int64_t b = 0; b < batch; ++b)
                 for (int64_t i = 0; i < n; ++i) {
@@ -84,42 +89,29 @@ public:
                         std::memcpy(vc + ((b * NH + h) * T + pos + i) * D, r + 2 * C + h * D, size_t(D) * 4);
                     }
                 }
-            // Causal attention per (sequence, head): S = Q K^T * scale, masked softmax, O = P V.  att (M, C)
-            pool_.parallel_for(int64_t(batch) * NH, 1, [&](int64_t j0, int64_t j1, int32_t t) {
-                std::vector<float>& S = scores_[size_t(t)];
-                for (int64_t j = j0; j < j1; ++j) {
-                    const int64_t b = j / NH, h = j % NH, tk = pos + n;
-                    Eigen::Map<const RowMat, 0, Stride> Q(&qkv_[size_t(b * n * 3 * C + h * D)], n, D, Stride(3 * C));
-                    Eigen::Map<const RowMat> K(kc + (b * NH + h) * T * D, tk, D);
-                    Eigen::Map<const RowMat> Vm(vc + (b * NH + h) * T * D, tk, D);
-                    if (S.size() < size_t(n * tk)) S.resize(size_t(n * tk));
-                    Eigen::Map<RowMat> Sm(S.data(), n, tk);
-                    // Decode steps (few query rows): streaming kernels; prefill: Eigen's blocked GEMM.
-                    const bool few = kAlwaysAttnKernels || n <= 4;
-                    if (few) attn_scores(Q.data(), 3 * C, K.data(), D, n, tk, D, S.data());
-                    else Sm.noalias() = Q * K.transpose();
-                    for (int64_t i = 0; i < n; ++i) {
-                        float* row = S.data() + i * tk;
-                        const int64_t valid = pos + i + 1;  // keys 0..pos+i
-                        float mx = -INFINITY;
-                        for (int64_t k = 0; k < valid; ++k) mx = std::max(mx, row[k] * scale);
-                        float sum = 0;
-                        for (int64_t k = 0; k < valid; ++k) sum += (row[k] = std::exp(row[k] * scale - mx));
-                        const float inv = 1.0f / sum;
-                        for (int64_t k = 0; k < valid; ++k) row[k] *= inv;
-                        for (int64_t k = valid; k < tk; ++k) row[k] = 0.0f;
+            // Causal attention per (sequence, head), head-major so that the sequences sharing a prompt read
+            // its keys back to back from cache.   att (M, C)
+            // A decode step of sequences sharing a prompt runs one job per head for all of them, so that the
+            // prompt's keys and values are read once per step (GEMMs over the group) instead of once each.
+            const int64_t group = n == 1 && shared_len_ > 0 ? std::min<int64_t>(batch, shared_count_) : 0;
+            if (group > 1) {
+                pool_.parallel_for(NH, 1, [&](int64_t h0, int64_t h1, int32_t t) {
+                    for (int64_t h = h0; h < h1; ++h) {
+                        attend_group(l, h, group, pos, scale, scores_[size_t(t)]);
+                        for (int64_t b = group; b < batch; ++b) attend(l, b, h, n, pos, scale, scores_[size_t(t)]);
                     }
-                    Eigen::Map<RowMat, 0, Stride> O(&att_[size_t(b * n * C + h * D)], n, D, Stride(C));
-                    if (few) attn_values(S.data(), n, tk, Vm.data(), D, D, O.data(), C);
-                    else O.noalias() = Sm * Vm;
-                }
-            });
-            matmul_nt(att_.data(), M, C, lw.proj_w, C, lw.proj_b, tmp_.data(), &pool_);  // attn_out (M, C)
+                });
+            } else {
+                pool_.parallel_for(int64_t(batch) * NH, 1, [&](int64_t j0, int64_t j1, int32_t t) {
+                    for (int64_t j = j0; j < j1; ++j) attend(l, j % batch, j / batch, n, pos, scale, scores_[size_t(t)]);
+                });
+            }
+            mm(att_.data(), M, C, lw.proj_w, half(l, 1), C, lw.proj_b, tmp_.data());  // attn_out (M, C)
             add_inplace(x_.data(), tmp_.data(), M * C);                                 // x += attn_out
             rms_norm(x_.data(), lw.ln2_g, c.norm_eps, M, C, xn_.data());                // mlp_norm (M, C)
-            matmul_nt(xn_.data(), M, C, lw.fc_w, H, lw.fc_b, fch_.data(), &pool_);      // mlp_fc (M, H)
+            mm(xn_.data(), M, C, lw.fc_w, half(l, 2), H, lw.fc_b, fch_.data());      // mlp_fc (M, H)
             pool_.parallel_for(M * H, 4096, [&](int64_t a, int64_t e, int32_t) { quick_gelu(&fch_[size_t(a)], e - a); });
-            matmul_nt(fch_.data(), M, H, lw.mproj_w, C, lw.mproj_b, tmp_.data(), &pool_);  // mlp_out (M, C)
+            mm(fch_.data(), M, H, lw.mproj_w, half(l, 3), C, lw.mproj_b, tmp_.data());  // mlp_out (M, C)
             add_inplace(x_.data(), tmp_.data(), M * C);                                    // x += mlp_out
         }
 
@@ -129,28 +121,25 @@ public:
         if (all_positions) {
             rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
             pool_features(c.layers, batch, n);
-            matmul_nt(xn_.data(), M, C, w_.head_w, V, nullptr, logits, &pool_);
+            mm(xn_.data(), M, C, w_.head_w, half(c.layers, 0), V, nullptr, logits);
         } else {
             rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
             pool_features(c.layers, batch, n);
             for (int64_t b = 0; b < batch; ++b)
                 std::memcpy(&sel_[size_t(b * C)], &xn_[size_t((b * n + n - 1) * C)], size_t(C) * 4);
-            matmul_nt(sel_.data(), batch, C, w_.head_w, V, nullptr, logits, &pool_);
+            mm(sel_.data(), batch, C, w_.head_w, half(c.layers, 0), V, nullptr, logits);
         }
     }
 
+    // Sequences that start from one prompt share its cache: nothing is copied; their attention reads
+    // positions [0, n) from `src` (once per step for all of them, from cache) and the rest from their own.
     void copy_cache(int32_t src, int32_t count, int32_t n) override {
-        const auto& c = m_.cfg;
-        const int64_t C = c.width, T = c.n_ctx();
+        const int32_t T = m_.cfg.n_ctx();
         if (src < 0 || src >= batch_ || count > batch_ || n < 0 || n > T) throw Error("copy_cache: out of range");
-        for (int64_t l = 0; l < c.layers; ++l)
-            for (auto* cache : {&k_cache_, &v_cache_}) {
-                float* base = layer_cache(*cache, l);
-                const int64_t NH = c.heads, D = c.head_dim();
-                for (int64_t b = 0; b < count; ++b)
-                    for (int64_t h = 0; b != src && h < NH; ++h)
-                        std::memcpy(base + (b * NH + h) * T * D, base + (src * NH + h) * T * D, size_t(n * D) * 4);
-            }
+        unshare();
+        shared_src_ = src;
+        shared_count_ = count;
+        shared_len_ = n;
     }
 
     bool pooled_features(int32_t layer, float* out) override {
@@ -162,6 +151,135 @@ public:
     }
 
 private:
+    // Y = X · W^T (+ bias): a few rows (decode) stream the half-precision copy of W when there is one.
+    void mm(const float* X, int64_t M, int64_t K, const float* W, const uint16_t* W16, int64_t N, const float* bias,
+            float* Y) {
+        if (W16 && M <= kHalfRows) matmul_nt_f16(X, M, K, W16, N, bias, Y, &pool_);
+        else matmul_nt(X, M, K, W, N, bias, Y, &pool_);
+    }
+    // The model file stored its weights as f16: keep the matrices that way too (exactly the file's values)
+    // for decode steps, which stream every weight once per token. Prefill keeps using the f32 copy.
+    void keep_half_weights() {
+        const auto& c = m_.cfg;
+        const int64_t C = c.width, H = c.hidden(), V = c.vocab;
+        std::vector<std::pair<const float*, int64_t>> mats;  // 4 per layer, then the head
+        for (const LayerParams& lw : w_.layers) {
+            mats.push_back({lw.qkv_w, 3 * C * C});
+            mats.push_back({lw.proj_w, C * C});
+            mats.push_back({lw.fc_w, H * C});
+            mats.push_back({lw.mproj_w, C * H});
+        }
+        mats.push_back({w_.head_w, V * C});
+        size_t total = 0;
+        for (const auto& m : mats) total += size_t(m.second);
+        half_.resize(total);
+        half_at_.clear();
+        size_t at = 0;
+        for (const auto& m : mats) {
+            half_at_.push_back(at);
+            for (int64_t i = 0; i < m.second; ++i) half_[at + size_t(i)] = float_to_half(m.first[i]);
+            at += size_t(m.second);
+        }
+    }
+    // Half-precision copy of matrix `which` (qkv, proj, fc, mproj) of layer l (l == L: the head), or null.
+    const uint16_t* half(int64_t l, int which) const {
+        if (half_.empty()) return nullptr;
+        return half_.data() + half_at_[size_t(l * 4 + which)];
+    }
+    static constexpr int64_t kHalfRows = 16;
+
+    // One (sequence b, head h) of layer l: queries [pos, pos+n) against keys [0, pos+n), in blocks of query
+    // rows that each see only the keys up to their last row (causal: the masked half is never computed).
+    // Keys below shared_len_ come from the prompt's sequence when b shares it.
+    void attend(int64_t l, int64_t b, int64_t h, int64_t n, int64_t pos, float scale, std::vector<float>& S) {
+        const auto& c = m_.cfg;
+        const int64_t C = c.width, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
+        const float* kc = layer_cache(k_cache_, l) + (b * NH + h) * T * D;  // (T, D)
+        const float* vc = layer_cache(v_cache_, l) + (b * NH + h) * T * D;
+        const bool share = shared_len_ > 0 && b < shared_count_ && b != shared_src_;
+        const int64_t P = share ? shared_len_ : 0;  // keys [0, P) from the shared prompt
+        const float* ks = layer_cache(k_cache_, l) + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* vs = layer_cache(v_cache_, l) + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* Q = &qkv_[size_t(b * n * 3 * C + h * D)];  // row stride 3C
+        float* O = &att_[size_t(b * n * C + h * D)];           // row stride C
+        const int64_t block = n <= 4 ? n : 64;
+        for (int64_t i0 = 0; i0 < n; i0 += block) {
+            const int64_t nb = std::min(block, n - i0), tk = pos + i0 + nb;  // keys visible to the block
+            if (S.size() < size_t(nb * tk)) S.resize(size_t(nb * tk));
+            const float* q = Q + i0 * 3 * C;
+            float* o = O + i0 * C;
+            scores(q, 3 * C, ks, 0, P, nb, D, S.data(), tk);
+            scores(q, 3 * C, kc, P, tk, nb, D, S.data(), tk);
+            for (int64_t i = 0; i < nb; ++i) softmax_scaled(S.data() + i * tk, pos + i0 + i + 1, tk, scale);
+            if (P > 0) values(S.data(), tk, vs, 0, P, nb, D, o, C, false);
+            values(S.data(), tk, vc, P, tk, nb, D, o, C, P > 0);
+        }
+    }
+    // One decode position (pos) of sequences [0, G), which share keys [0, P) with the prompt's sequence:
+    // scores and values over the shared part as (G, D) x (D, P) products, the rest per sequence.
+    void attend_group(int64_t l, int64_t h, int64_t G, int64_t pos, float scale, std::vector<float>& S) {
+        const auto& c = m_.cfg;
+        const int64_t C = c.width, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
+        const int64_t P = shared_len_, tk = pos + 1;
+        const float* kl = layer_cache(k_cache_, l);
+        const float* vl = layer_cache(v_cache_, l);
+        const float* ks = kl + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* vs = vl + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* Q = &qkv_[size_t(h * D)];  // sequence b's query at row b, stride 3C
+        float* O = &att_[size_t(h * D)];        // row b, stride C
+        if (S.size() < size_t(G * tk)) S.resize(size_t(G * tk));
+        scores(Q, 3 * C, ks, 0, P, G, D, S.data(), tk);
+        for (int64_t b = 0; b < G; ++b) {
+            float* row = S.data() + b * tk;
+            const int64_t own = (b * NH + h) * T * D;
+            scores(Q + b * 3 * C, 3 * C, kl + own, P, tk, 1, D, row, tk);
+            softmax_scaled(row, tk, tk, scale);
+        }
+        values(S.data(), tk, vs, 0, P, G, D, O, C, false);
+        for (int64_t b = 0; b < G; ++b)
+            values(S.data() + b * tk, tk, vl + (b * NH + h) * T * D, P, tk, 1, D, O + b * C, C, true);
+    }
+    // S[:, k0:k1) = Q · K[k0:k1)^T and O (+)= P[:, k0:k1) · V[k0:k1): the streaming kernels for a few query
+    // rows (decode) and in the browser build, Eigen's blocked GEMM for prefill blocks.
+    static void scores(const float* q, int64_t ldq, const float* K, int64_t k0, int64_t k1, int64_t nb, int64_t D,
+                       float* S, int64_t lds) {
+        if (k1 <= k0) return;
+        if (kAlwaysAttnKernels || nb <= 4) {
+            attn_scores(q, ldq, K + k0 * D, D, nb, k1 - k0, D, S + k0, lds);
+            return;
+        }
+        Eigen::Map<const RowMat, 0, Stride> Qm(q, nb, D, Stride(ldq));
+        Eigen::Map<const RowMat> Km(K + k0 * D, k1 - k0, D);
+        Eigen::Map<RowMat, 0, Stride> Sm(S + k0, nb, k1 - k0, Stride(lds));
+        Sm.noalias() = Qm * Km.transpose();
+    }
+    static void values(const float* S, int64_t lds, const float* V, int64_t k0, int64_t k1, int64_t nb, int64_t D,
+                       float* O, int64_t ldo, bool accumulate) {
+        if (kAlwaysAttnKernels || nb <= 4) {
+            attn_values(S + k0, lds, nb, k1 - k0, V + k0 * D, D, D, O, ldo, accumulate);
+            return;
+        }
+        Eigen::Map<const RowMat, 0, Stride> Pm(S + k0, nb, k1 - k0, Stride(lds));
+        Eigen::Map<const RowMat> Vm(V + k0 * D, k1 - k0, D);
+        Eigen::Map<RowMat, 0, Stride> Om(O, nb, D, Stride(ldo));
+        if (accumulate) Om.noalias() += Pm * Vm;
+        else Om.noalias() = Pm * Vm;
+    }
+    // Gives every sharing sequence its own copy of the shared prompt (before anything overwrites it).
+    void unshare() {
+        if (shared_len_ == 0) return;
+        const auto& c = m_.cfg;
+        const int64_t T = c.n_ctx(), NH = c.heads, D = c.head_dim();
+        for (int64_t l = 0; l < c.layers; ++l)
+            for (auto* cache : {&k_cache_, &v_cache_}) {
+                float* base = layer_cache(*cache, l);
+                for (int64_t b = 0; b < shared_count_; ++b)
+                    for (int64_t h = 0; b != shared_src_ && h < NH; ++h)
+                        std::memcpy(base + (b * NH + h) * T * D, base + (shared_src_ * NH + h) * T * D,
+                                    size_t(shared_len_ * D) * 4);
+            }
+        shared_len_ = 0;
+    }
     static void grow(std::vector<float>& v, int64_t n) {
         if (v.size() < size_t(n)) v.resize(size_t(n));
     }
@@ -191,9 +309,12 @@ private:
     ParamPtrs w_;
     ThreadPool pool_;
     int32_t batch_ = 0, pooled_batch_ = 0;
+    int32_t shared_src_ = 0, shared_count_ = 0, shared_len_ = 0;  // prompt shared by sequences [0, count)
     std::vector<float> k_cache_, v_cache_;        // (L, batch, heads, T, head_dim)
     std::vector<float> x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)
+    std::vector<uint16_t> half_;                  // f16 weight matrices of an f16 model file (decode)
+    std::vector<size_t> half_at_;
     std::vector<std::vector<float>> scores_;     // attention scores, one buffer per thread
 };
 

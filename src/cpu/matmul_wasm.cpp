@@ -16,6 +16,7 @@
 #include <wasm_simd128.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 
 #include "cpu/thread_pool.h"
@@ -174,25 +175,33 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     });
 }
 
-// ---- attention (proposed for ops.h; the CPU backend's Eigen products are scalar code under wasm) ----------
+// Half-precision weights for decode are a native (F16C) feature; the browser build streams f32.
+bool have_matmul_f16() { return false; }
+void matmul_nt_f16(const float*, int64_t, int64_t, const uint16_t*, int64_t, const float*, float*, ThreadPool*) {}
 
-// S[n, tk] = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk), S dense. Single-threaded: the
-// backend already runs one (sequence, head) per thread.
-void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D,
-                 float* S) {
-    matmul_cols(Q, ldq, n, D, K, ldk, nullptr, S, tk, 0, tk);
+// ---- attention and element-wise maths (the CPU backend's Eigen code is scalar under wasm) -----------------
+
+// S[n, tk] (row stride lds) = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk). Single-threaded:
+// the backend already runs one (sequence, head) per thread.
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
+                 int64_t lds) {
+    matmul_cols(Q, ldq, n, D, K, ldk, nullptr, S, lds, 0, tk);
 }
 
-// O[n, D] (row stride ldo) = P[n, tk] · V[tk, D] (row stride ldv): every output row is a sum of rows of V
-// weighted by P, accumulated 16 floats (4 vectors) of D at a time.
-void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
-                 int64_t ldo) {
+// O[n, D] (row stride ldo) (+)= P[n, tk] (row stride ldp) · V[tk, D] (row stride ldv): every output row is a
+// sum of rows of V weighted by P, accumulated 16 floats (4 vectors) of D at a time.
+void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
+                 int64_t ldo, bool accumulate) {
+    const v128_t zero = wasm_f32x4_splat(0);
     for (int64_t i = 0; i < n; ++i) {
-        const float* p = P + i * tk;
+        const float* p = P + i * ldp;
         float* o = O + i * ldo;
         int64_t d = 0;
         for (; d + 16 <= D; d += 16) {
-            v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+            v128_t a0 = accumulate ? wasm_v128_load(o + d) : zero;
+            v128_t a1 = accumulate ? wasm_v128_load(o + d + 4) : zero;
+            v128_t a2 = accumulate ? wasm_v128_load(o + d + 8) : zero;
+            v128_t a3 = accumulate ? wasm_v128_load(o + d + 12) : zero;
             for (int64_t k = 0; k < tk; ++k) {
                 const v128_t w = wasm_f32x4_splat(p[k]);
                 const float* v = V + k * ldv + d;
@@ -207,17 +216,99 @@ void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t 
             wasm_v128_store(o + d + 12, a3);
         }
         for (; d + 4 <= D; d += 4) {
-            v128_t a = wasm_f32x4_splat(0);
+            v128_t a = accumulate ? wasm_v128_load(o + d) : zero;
             for (int64_t k = 0; k < tk; ++k)
                 a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(p[k]), wasm_v128_load(V + k * ldv + d)));
             wasm_v128_store(o + d, a);
         }
         for (; d < D; ++d) {
-            float a = 0;
+            float a = accumulate ? o[d] : 0.0f;
             for (int64_t k = 0; k < tk; ++k) a += p[k] * V[k * ldv + d];
             o[d] = a;
         }
     }
+}
+
+namespace {
+
+// exp of four floats: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness), a degree-6
+// polynomial for e^r, 2^n built in the exponent bits. The same range reduction and coefficients as
+// Cephes' expf (what Eigen's vectorised exp uses natively), ~1 ulp; inputs clamped to the finite range.
+inline v128_t exp4(v128_t x) {
+    x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.33654f)), wasm_f32x4_splat(88.37626f));
+    const v128_t fx = wasm_f32x4_floor(wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)),
+                                                      wasm_f32x4_splat(0.5f)));
+    x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, wasm_f32x4_splat(0.693359375f)));
+    x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, wasm_f32x4_splat(-2.12194440e-4f)));
+    v128_t y = wasm_f32x4_splat(1.9875691500e-4f);
+    y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(1.3981999507e-3f));
+    y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(8.3334519073e-3f));
+    y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(4.1665795894e-2f));
+    y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(1.6666665459e-1f));
+    y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(5.0000001201e-1f));
+    y = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(y, wasm_f32x4_mul(x, x)), x), wasm_f32x4_splat(1.0f));
+    // 2^n: n in [-126, 127] after the clamp, so (n + 127) << 23 is a normal float's exponent field.
+    const v128_t n = wasm_i32x4_trunc_sat_f32x4(fx);
+    const v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(n, wasm_i32x4_splat(127)), 23);
+    return wasm_f32x4_mul(y, pow2n);
+}
+
+inline float exp1(float x) {
+    float out[4];
+    wasm_v128_store(out, exp4(wasm_f32x4_splat(x)));
+    return out[0];
+}
+
+}  // namespace
+
+void softmax_scaled(float* row, int64_t valid, int64_t n, float scale) {
+    float mx = -INFINITY;
+    for (int64_t k = 0; k < valid; ++k) mx = std::max(mx, row[k]);
+    mx *= scale;  // scale > 0: max(scale * x) = scale * max(x), rounding included
+    const v128_t s4 = wasm_f32x4_splat(scale), m4 = wasm_f32x4_splat(mx);
+    v128_t acc = wasm_f32x4_splat(0);
+    int64_t k = 0;
+    for (; k + 4 <= valid; k += 4) {
+        const v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(row + k), s4), m4));
+        wasm_v128_store(row + k, e);
+        acc = wasm_f32x4_add(acc, e);
+    }
+    float sum = hsum(acc);
+    for (; k < valid; ++k) sum += (row[k] = exp1(row[k] * scale - mx));
+    const v128_t inv = wasm_f32x4_splat(1.0f / sum);
+    for (k = 0; k + 4 <= valid; k += 4) wasm_v128_store(row + k, wasm_f32x4_mul(wasm_v128_load(row + k), inv));
+    for (; k < valid; ++k) row[k] *= 1.0f / sum;
+    std::fill(row + valid, row + n, 0.0f);
+}
+
+void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, float* out) {
+    for (int64_t i = 0; i < M; ++i) {
+        const float* xi = x + i * C;
+        float* oi = out + i * C;
+        v128_t acc = wasm_f32x4_splat(0);
+        int64_t c = 0;
+        for (; c + 4 <= C; c += 4) {
+            const v128_t v = wasm_v128_load(xi + c);
+            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(v, v));
+        }
+        float ss = hsum(acc);
+        for (; c < C; ++c) ss += xi[c] * xi[c];
+        const float r = 1.0f / std::sqrt(ss / float(C) + eps);
+        const v128_t r4 = wasm_f32x4_splat(r);
+        for (c = 0; c + 4 <= C; c += 4)
+            wasm_v128_store(oi + c, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(xi + c), r4), wasm_v128_load(g + c)));
+        for (; c < C; ++c) oi[c] = xi[c] * r * g[c];
+    }
+}
+
+void quick_gelu(float* x, int64_t n) {
+    const v128_t k = wasm_f32x4_splat(-1.702f), one = wasm_f32x4_splat(1.0f);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const v128_t v = wasm_v128_load(x + i);
+        wasm_v128_store(x + i, wasm_f32x4_div(v, wasm_f32x4_add(one, exp4(wasm_f32x4_mul(k, v)))));
+    }
+    for (; i < n; ++i) x[i] = x[i] / (1.0f + exp1(-1.702f * x[i]));
 }
 
 }  // namespace igpt

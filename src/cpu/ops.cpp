@@ -27,16 +27,22 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// Eight weights as floats: f32 loads directly, f16 (the file's half precision) converts with F16C.
+inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
+inline float load1(const float* w) { return *w; }
+inline float load1(const uint16_t* w) { return _cvtsh_ss(*w); }
+
 // MB rows of X against 4 rows of W: 4*MB accumulators stay in registers; W streams through once.
-template <int MB>
-inline void dot_block(const float* X, int64_t K, const float* W, float* out /* MB x 4 */) {
+template <int MB, typename WT>
+inline void dot_block(const float* X, int64_t K, const WT* W, float* out /* MB x 4 */) {
     __m256 acc[MB][4];
     for (int i = 0; i < MB; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
-        const __m256 w0 = _mm256_loadu_ps(W + k), w1 = _mm256_loadu_ps(W + K + k);
-        const __m256 w2 = _mm256_loadu_ps(W + 2 * K + k), w3 = _mm256_loadu_ps(W + 3 * K + k);
+        const __m256 w0 = load8(W + k), w1 = load8(W + K + k);
+        const __m256 w2 = load8(W + 2 * K + k), w3 = load8(W + 3 * K + k);
         for (int i = 0; i < MB; ++i) {
             const __m256 x = _mm256_loadu_ps(X + i * K + k);
             acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
@@ -48,19 +54,20 @@ inline void dot_block(const float* X, int64_t K, const float* W, float* out /* M
     for (int i = 0; i < MB; ++i)
         for (int j = 0; j < 4; ++j) {
             float t = hsum(acc[i][j]);
-            for (int64_t kk = k; kk < K; ++kk) t += X[i * K + kk] * W[j * K + kk];
+            for (int64_t kk = k; kk < K; ++kk) t += X[i * K + kk] * load1(W + j * K + kk);
             out[i * 4 + j] = t;
         }
 }
 
 // Y[:, n0:n1] for small M (decode steps): every 4-row panel of W is read from memory once and applied to
 // all M rows of X while it sits in L1; Eigen's GEMM would pack (copy) all of W on every call instead.
-void matmul_small_m(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
+template <typename WT>
+void matmul_small_m(const float* X, int64_t M, int64_t K, const WT* W, int64_t N, const float* bias, float* Y,
                     int64_t n0, int64_t n1) {
     float out[8];
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) {
-        const float* w = W + n * K;
+        const WT* w = W + n * K;
         int64_t m = 0;
         for (; m + 2 <= M; m += 2) {
             dot_block<2>(X + m * K, K, w, out);
@@ -75,7 +82,7 @@ void matmul_small_m(const float* X, int64_t M, int64_t K, const float* W, int64_
     for (; n < n1; ++n)
         for (int64_t m = 0; m < M; ++m) {
             float t = bias ? bias[n] : 0.0f;
-            for (int64_t k = 0; k < K; ++k) t += X[m * K + k] * W[n * K + k];
+            for (int64_t k = 0; k < K; ++k) t += X[m * K + k] * load1(W + n * K + k);
             Y[m * N + n] = t;
         }
 }
@@ -123,14 +130,39 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
         run(b0 * 16, std::min(N, b1 * 16), t);
     });
 }
+
+bool have_matmul_f16() {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    return true;
+#else
+    return false;
+#endif
+}
+
+void matmul_nt_f16(const float* X, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias, float* Y,
+                   ThreadPool* pool) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    const int64_t blocks = (N + 15) / 16;
+    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
+        matmul_small_m(X, M, K, W, N, bias, Y, 0, N);
+        return;
+    }
+    pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1, int32_t) {
+        matmul_small_m(X, M, K, W, N, bias, Y, b0 * 16, std::min(N, b1 * 16));
+    });
+#else
+    (void)X, (void)M, (void)K, (void)W, (void)N, (void)bias, (void)Y, (void)pool;
+#endif
+}
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
-void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S) {
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
+                 int64_t lds) {
     const int64_t D8 = D - D % 8;
     for (int64_t i = 0; i < n; ++i) {
         const float* q = Q + i * ldq;
-        float* s = S + i * tk;
+        float* s = S + i * lds;
         int64_t t = 0;
         for (; t + 4 <= tk; t += 4) {  // four keys at once, reduced together with horizontal adds
             const float* k0 = K + t * ldk;
@@ -159,13 +191,20 @@ void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64
     }
 }
 
-void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo) {
+void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
+                 int64_t ldo, bool accumulate) {
     for (int64_t i = 0; i < n; ++i) {
-        const float* p = P + i * tk;
+        const float* p = P + i * ldp;
         float* o = O + i * ldo;
         int64_t d = 0;
         for (; d + 32 <= D; d += 32) {  // 32 output features in four registers, one FMA each per key
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            if (accumulate) {
+                a0 = _mm256_loadu_ps(o + d);
+                a1 = _mm256_loadu_ps(o + d + 8);
+                a2 = _mm256_loadu_ps(o + d + 16);
+                a3 = _mm256_loadu_ps(o + d + 24);
+            }
             for (int64_t t = 0; t < tk; ++t) {
                 const __m256 w = _mm256_broadcast_ss(p + t);
                 const float* v = V + t * ldv + d;
@@ -180,50 +219,65 @@ void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t 
             _mm256_storeu_ps(o + d + 24, a3);
         }
         for (; d + 8 <= D; d += 8) {
-            __m256 a = _mm256_setzero_ps();
+            __m256 a = accumulate ? _mm256_loadu_ps(o + d) : _mm256_setzero_ps();
             for (int64_t t = 0; t < tk; ++t) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + t), _mm256_loadu_ps(V + t * ldv + d), a);
             _mm256_storeu_ps(o + d, a);
         }
         for (; d < D; ++d) {
-            float acc = 0;
+            float acc = accumulate ? o[d] : 0.0f;
             for (int64_t t = 0; t < tk; ++t) acc += p[t] * V[t * ldv + d];
             o[d] = acc;
         }
     }
 }
 #elif !defined(__EMSCRIPTEN__)
-void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S) {
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
+                 int64_t lds) {
     for (int64_t i = 0; i < n; ++i)
         for (int64_t t = 0; t < tk; ++t) {
             float acc = 0;
             for (int64_t d = 0; d < D; ++d) acc += Q[i * ldq + d] * K[t * ldk + d];
-            S[i * tk + t] = acc;
+            S[i * lds + t] = acc;
         }
 }
 
-void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo) {
+void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
+                 int64_t ldo, bool accumulate) {
     for (int64_t i = 0; i < n; ++i)
         for (int64_t d = 0; d < D; ++d) {
-            float acc = 0;
-            for (int64_t t = 0; t < tk; ++t) acc += P[i * tk + t] * V[t * ldv + d];
+            float acc = accumulate ? O[i * ldo + d] : 0.0f;
+            for (int64_t t = 0; t < tk; ++t) acc += P[i * ldp + t] * V[t * ldv + d];
             O[i * ldo + d] = acc;
         }
 }
 #endif
 
+#ifndef __EMSCRIPTEN__
+// Element-wise maths through Eigen's arrays: its exp is vectorised (AVX2 natively), where std::exp in a
+// loop is a scalar call per element (it dominated prefill and batched decode before).
+using ArrMap = Eigen::Map<Eigen::ArrayXf>;
+
+void softmax_scaled(float* row, int64_t valid, int64_t n, float scale) {
+    ArrMap r(row, valid);
+    const float mx = r.maxCoeff() * scale;  // scale > 0: max(scale * x) = scale * max(x), rounding included
+    r = (r * scale - mx).exp();
+    r *= 1.0f / r.sum();
+    std::fill(row + valid, row + n, 0.0f);
+}
+
 void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, float* out) {
+    const Eigen::Map<const Eigen::ArrayXf> gain(g, C);
     for (int64_t i = 0; i < M; ++i) {
-        const float* xi = x + i * C;
-        float* oi = out + i * C;
-        float ss = 0;
-        for (int64_t c = 0; c < C; ++c) ss += xi[c] * xi[c];
-        const float r = 1.0f / std::sqrt(ss / float(C) + eps);
-        for (int64_t c = 0; c < C; ++c) oi[c] = xi[c] * r * g[c];
+        const Eigen::Map<const Eigen::ArrayXf> xi(x + i * C, C);
+        const float r = 1.0f / std::sqrt(xi.square().sum() / float(C) + eps);
+        ArrMap(out + i * C, C) = xi * r * gain;
     }
 }
 
 void quick_gelu(float* x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-1.702f * x[i]));
+    ArrMap a(x, n);
+    a = a / (1.0f + (-1.702f * a).exp());
 }
+#endif
 
 }  // namespace igpt

@@ -11,12 +11,24 @@ class ThreadPool;
 void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
                ThreadPool* pool);
 
-// Attention products for few query rows (decode steps; always in the browser build, where Eigen is scalar
-// code); single-threaded, one (sequence, head) per call. AVX2 natively (ops.cpp), wasm SIMD in
-// matmul_wasm.cpp. S[n, tk] = Q[n, D] · K[tk, D]^T with strided rows of Q and K, S dense.
-void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S);
-// O[n, D] (row stride ldo) = P[n, tk] · V[tk, D] (row stride ldv).
-void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo);
+// The same for few rows of X (decode steps) with W in IEEE half precision (a model file stored as f16
+// keeps its weights that way in memory: half the bytes to stream per token, and exactly the file's values).
+// Native AVX2 + F16C only: have_matmul_f16() says whether this build has it.
+bool have_matmul_f16();
+void matmul_nt_f16(const float* X, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias, float* Y,
+                   ThreadPool* pool);
+
+// Attention products for one (sequence, head), single-threaded (the backend runs one per thread): AVX2
+// natively (ops.cpp), wasm SIMD in matmul_wasm.cpp (where Eigen is scalar code).
+// S[n, tk] (row stride lds) = Q[n, D] · K[tk, D]^T with strided rows of Q (ldq) and K (ldk).
+void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
+                 int64_t lds);
+// O[n, D] (row stride ldo) = P[n, tk] (row stride ldp) · V[tk, D] (row stride ldv); `accumulate` adds to O.
+void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
+                 int64_t ldo, bool accumulate);
+
+// In place: row[0, valid) = softmax(scale * row[0, valid)), row[valid, n) = 0 (the causal mask).
+void softmax_scaled(float* row, int64_t valid, int64_t n, float scale);
 
 // out[i, :] = x[i, :] * rsqrt(mean(x[i, :]^2) + eps) * g   for M rows of C
 void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, float* out);
