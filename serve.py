@@ -3,6 +3,8 @@
 
     python3 serve.py                       # http://127.0.0.1:8000/
     python3 serve.py --port 0 --root DIR   # port 0: any free port; the first line printed names it
+    python3 serve.py --no-isolation        # without COOP/COEP: how a host that cannot set them serves the
+                                           # app (it runs its single-threaded build); for tests
 
 Every response, errors included, carries Cross-Origin-Opener-Policy: same-origin and
 Cross-Origin-Embedder-Policy: require-corp (so the page is crossOriginIsolated and SharedArrayBuffer exists)
@@ -55,7 +57,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def end_headers(self):
         for k, v in ISOLATION_HEADERS.items():
-            self.send_header(k, v)
+            if self.server.isolate or not k.startswith(('Cross-Origin-Opener', 'Cross-Origin-Embedder')):
+                self.send_header(k, v)
         self.send_header('Cache-Control', 'no-cache')  # revalidate: rebuilt files show up at once
         super().end_headers()
 
@@ -111,9 +114,10 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, addr, root, quiet):
+    def __init__(self, addr, root, quiet, isolate=True):
         self.root = os.path.realpath(root)
         self.quiet = quiet
+        self.isolate = isolate
         super().__init__(addr, Handler)
 
 
@@ -124,13 +128,17 @@ def main(argv=None):
     ap.add_argument('--port', type=int, default=8000, help='port (0 = any free port; default 8000)')
     ap.add_argument('--root', default=os.path.join(here, 'build-web', 'www'), help='folder to serve')
     ap.add_argument('--quiet', action='store_true', help='do not log requests')
+    ap.add_argument('--no-isolation', action='store_true',
+                    help='omit Cross-Origin-Opener-Policy and -Embedder-Policy (the page is then not cross-origin '
+                         'isolated and runs single-threaded; for testing that fallback)')
     args = ap.parse_args(argv)
     if not os.path.isdir(args.root):
         print(f'serve.py: {args.root} is not a folder (build the app first: scripts/build_web.sh)', file=sys.stderr)
         return 1
-    srv = Server((args.host, args.port), args.root, args.quiet)
+    srv = Server((args.host, args.port), args.root, args.quiet, isolate=not args.no_isolation)
     host, port = srv.server_address[:2]
-    print(f'serving {srv.root} at http://{host}:{port}/', flush=True)
+    print(f'serving {srv.root} at http://{host}:{port}/' + ('' if srv.isolate else ' (not cross-origin isolated)'),
+          flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

@@ -1,17 +1,46 @@
-// The inference backend interface. CPU (Eigen + std::thread) implements it in src/cpu/; CUDA will
-// implement the same table. A backend owns a KV cache for up to `max_batch` sequences of n_ctx positions.
+// The inference backend interface. CPU (Eigen + std::thread) implements it in src/cpu/, CUDA in src/cuda/
+// (IGPT_WITH_CUDA). A backend owns a KV cache for up to `max_batch` sequences of n_ctx positions.
 //
 // Positions and inputs: position p predicts token x_p. The input at position 0 is the start-of-sequence
 // vector (token id -1); the input at position p > 0 is x_{p-1}. So the logits of the sequence
 // [sos, x0, ..., x_{n-2}] at position p are the model's distribution over x_p.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "model.h"
+#include "sampler.h"
 
 namespace igpt {
+
+struct GenerateStats {
+    double prefill_s = 0;  // prompt prefill and the first sampled position
+    double decode_s = 0;   // the decode steps after it
+    int32_t steps = 0;     // decode steps run
+};
+
+// A whole completion for backends that sample on their own device (Backend::generate): prefill the kept
+// tokens once, fan the cache out to n_samples sequences, then sample positions [n_kept, n_ctx) of every
+// sample. Only positions >= n_kept of the outputs are written.
+struct GenerateRequest {
+    const int32_t* prompt = nullptr;  // the n_kept given tokens
+    int32_t n_kept = 0;               // 0 .. n_ctx - 1
+    int32_t n_samples = 1;
+    SamplerParams sampler;
+    uint64_t seed = 1;                // the same seed gives the same samples (on the same backend)
+    int32_t top_n = 0;                // choices recorded per generated position
+    int32_t prefill_chunk = 128;      // prompt positions per prefill call (cancel is checked between them)
+    int32_t progress_every = 0;       // positions between progress reports; 0 = one image row
+    int32_t* tokens = nullptr;        // (n_samples, n_ctx)
+    float* entropy = nullptr;         // (n_samples, n_ctx) bits, or null
+    TokenChoice* choices = nullptr;   // (n_samples, n_ctx, top_n), or null
+    // Called on the calling thread once positions [0, filled) of every sample are written.
+    std::function<void(int32_t filled)> on_progress;
+    std::function<bool()> cancelled;  // polled between steps; true ends generation early (no error)
+    GenerateStats* stats = nullptr;   // optional timings
+};
 
 class Backend {
 public:
@@ -36,6 +65,11 @@ public:
     // averaged over positions, for the last forward() call's positions; (batch, C). Returns false when
     // the backend does not support it.
     virtual bool pooled_features(int32_t layer, float* out) { (void)layer; (void)out; return false; }
+
+    // Optional: runs a whole completion on the backend's own device (sampling there too, no host round trip
+    // per token). Returns false, having done nothing, when the backend does not support it; then the caller
+    // samples on the host around forward(). Forgets the KV cache like reset().
+    virtual bool generate(const GenerateRequest& req) { (void)req; return false; }
 };
 
 enum class BackendKind { Cpu, Cuda };

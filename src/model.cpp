@@ -185,10 +185,22 @@ std::vector<uint8_t> serialize_model(const Model& m, DType dtype) {
             entry(s.name + ".scale", "F32", {int64_t(rows)}, bs);
         }
     }
+    if (m.has_head()) {  // small: always F32
+        const int64_t K = int64_t(m.classes.size()), C = m.cfg.width;
+        if (m.clf_w.size() != size_t(K * C) || m.clf_b.size() != size_t(K))
+            throw Error("classification head has the wrong size for " + std::to_string(K) + " classes");
+        size_t b = data.size();
+        put_f32(data, m.clf_w.data(), m.clf_w.size());
+        entry("clf.w", "F32", {K, C}, b);
+        b = data.size();
+        put_f32(data, m.clf_b.data(), m.clf_b.size());
+        entry("clf.b", "F32", {K}, b);
+    }
     header["__metadata__"] = {{"igpt.format", "1"},
                               {"igpt.config", m.cfg.to_json()},
                               {"igpt.dtype", dtype_name(dtype)},
                               {"igpt.provenance", m.provenance}};
+    if (m.has_head()) header["__metadata__"]["igpt.classes"] = nlohmann::json(m.classes).dump();
     std::string h = header.dump();
     while ((h.size() + 8) % 8) h.push_back(' ');
     std::vector<uint8_t> out(8 + h.size() + data.size());
@@ -369,9 +381,33 @@ Model load_model_from_memory(const uint8_t* data, size_t size, const std::string
         for (size_t i = 0; i < s.numel; ++i)
             if (!std::isfinite(dst[i])) fail("tensor '" + s.name + "' holds NaN or Inf");
     }
+    // Classification head: both tensors and the class names, or none of them.
+    if (meta.contains("igpt.classes")) {
+        nlohmann::json names = nlohmann::json::parse(meta_str("igpt.classes"), nullptr, false);
+        if (names.is_discarded() || !names.is_array() || names.size() < 1 || names.size() > 100000)
+            fail("metadata \"igpt.classes\" is not a JSON array of 1 to 100000 class names");
+        for (const auto& n : names) {
+            if (!n.is_string()) fail("metadata \"igpt.classes\" holds a class name that is not a string");
+            m.classes.push_back(n.get<std::string>());
+        }
+        const int64_t K = int64_t(m.classes.size()), C = m.cfg.width;
+        for (const char* name : {"clf.w", "clf.b"}) {
+            const bool w = name[4] == 'w';
+            const TensorRef& t = w ? need(name, {K, C}) : need(name, {K});
+            if (t.dtype != "F32") fail(std::string("tensor '") + name + "' must be F32, not " + t.dtype);
+            std::vector<float>& dst = w ? m.clf_w : m.clf_b;
+            dst.resize(size_t(w ? K * C : K));
+            std::memcpy(dst.data(), base + t.begin, 4 * dst.size());
+            for (float v : dst)
+                if (!std::isfinite(v)) fail(std::string("tensor '") + name + "' holds NaN or Inf");
+            ++used;
+        }
+    } else if (table.count("clf.w") || table.count("clf.b")) {
+        fail("tensor 'clf.w'/'clf.b' (a classification head) without the \"igpt.classes\" metadata naming its classes");
+    }
     if (used != table.size()) {
         for (const auto& [n, t] : table) {
-            bool known = n == "palette";
+            bool known = n == "palette" || (m.has_head() && (n == "clf.w" || n == "clf.b"));
             for (const auto& s : m.specs) known = known || n == s.name || n == s.name + ".scale";
             if (!known) fail("unexpected tensor '" + n + "' (does the config match the weights?)");
         }

@@ -5,6 +5,9 @@
 //   (data, command, steps, ...), free-form.
 //   Tensors: "palette" U8 [K, 3]; every parameter of param_layout() by name, as F32, F16 or I8. An I8
 //   matrix [R, C] has a companion "<name>.scale" F32 [R] (value = int8 * scale[row]). Vectors stay F32.
+//   Optional classification head (`igpt finetune`): "igpt.classes" = JSON array of class names in the
+//   metadata, tensors "clf.w" F32 [n_classes, C] and "clf.b" F32 [n_classes]; logits = clf.w · (ln_f output
+//   averaged over positions) + clf.b. Generation ignores it.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -27,6 +30,11 @@ struct Model {
     std::vector<float> params;     // flat, param_count(specs) floats
     std::string provenance = "{}"; // JSON object text
     DType file_dtype = DType::F32; // how the weights were stored in the file it came from
+    // Classification head (optional; see the file layout above). Empty classes = none.
+    std::vector<std::string> classes;  // class names
+    std::vector<float> clf_w;          // (classes, C)
+    std::vector<float> clf_b;          // (classes)
+    bool has_head() const { return !classes.empty(); }
 
     ParamPtrs ptrs() { return bind_params(cfg, params.data()); }
     const ParamPtrs ptrs() const { return bind_params(cfg, const_cast<float*>(params.data())); }

@@ -1,4 +1,4 @@
-// Completion sessions (worker thread, lock-free progress) and image log-likelihood.
+// Completion sessions (worker thread or caller-stepped, lock-free progress) and image log-likelihood.
 #include "session.h"
 
 #include <algorithm>
@@ -14,8 +14,17 @@ int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
         .count();
 }
-constexpr int32_t kPrefillChunk = 128;  // positions per prefill call, so cancel() is honoured quickly
 }  // namespace
+
+// What one completion keeps between two units of work: made by the first advance(), freed by finish().
+struct CompletionSession::Job {
+    std::unique_ptr<Backend> backend;
+    std::vector<Rng> rngs;             // one generator stream per sample
+    std::vector<float> logits;         // (N, V)
+    std::vector<int32_t> in;           // prefill inputs (sos, x0..x_{k-1}); then one token per sample
+    int32_t next = 0;                  // prefill: next position to feed (0..k); then the position to sample
+    SampleInfo info;
+};
 
 CompletionSession::CompletionSession(std::shared_ptr<const Model> model, BackendKind kind)
     : model_(std::move(model)), kind_(kind) {
@@ -27,11 +36,12 @@ CompletionSession::~CompletionSession() {
     if (worker_.joinable()) worker_.join();
 }
 
-void CompletionSession::start(const std::vector<int32_t>& tokens, const CompletionParams& params) {
+void CompletionSession::prepare(const std::vector<int32_t>& tokens, const CompletionParams& params) {
     if (worker_.joinable()) {
         cancel();
         worker_.join();
     }
+    job_.reset();
     const auto& c = model_->cfg;
     const int32_t T = c.n_ctx();
     if (int64_t(tokens.size()) != T)
@@ -43,6 +53,7 @@ void CompletionSession::start(const std::vector<int32_t>& tokens, const Completi
     if (params.n_samples < 1 || params.n_samples > 64) throw Error("number of samples must be between 1 and 64");
     if (params.top_n < 0 || params.top_n > c.vocab) throw Error("top_n out of range");
     if (params.sampler.top_k < 0) throw Error("top-k must be >= 0");
+    if (params.prefill_chunk < 1) throw Error("prefill_chunk must be >= 1");
     if (!(params.sampler.top_p > 0.0f && params.sampler.top_p <= 1.0f)) throw Error("top-p must be in (0, 1]");
     if (!(params.sampler.temperature >= 0.0f) || !std::isfinite(params.sampler.temperature))
         throw Error("temperature must be >= 0");
@@ -64,7 +75,38 @@ void CompletionSession::start(const std::vector<int32_t>& tokens, const Completi
     }
     t_start_ns_.store(now_ns());
     t_end_ns_.store(0);
+    t_first_ns_.store(0);
+}
+
+void CompletionSession::start(const std::vector<int32_t>& tokens, const CompletionParams& params) {
+    if (!kHaveThreads) throw Error("this build has no threads: use start_stepped() and step()");
+    prepare(tokens, params);
+    stepped_ = false;
     worker_ = std::thread([this] { run(); });
+}
+
+void CompletionSession::start_stepped(const std::vector<int32_t>& tokens, const CompletionParams& params) {
+    prepare(tokens, params);
+    stepped_ = true;
+}
+
+bool CompletionSession::step(double budget_ms) {
+    if (!stepped_ || done()) return done();
+    const int64_t until = now_ns() + int64_t(std::max(0.0, budget_ms) * 1e6);
+    try {
+        bool more;
+        do {
+            more = !cancel_.load() && advance();
+        } while (more && now_ns() < until);
+        if (!more) finish();
+    } catch (const std::exception& e) {
+        {
+            std::lock_guard<std::mutex> lk(err_mu_);
+            error_ = e.what();
+        }
+        finish();
+    }
+    return done();
 }
 
 void CompletionSession::cancel() { cancel_.store(true); }
@@ -85,52 +127,106 @@ double CompletionSession::tokens_per_second() const {
     return s > 0 ? double(filled() - kept_) * double(params_.n_samples) / s : 0.0;
 }
 
+double CompletionSession::prefill_seconds() const {
+    const int64_t first = t_first_ns_.load();
+    return first ? double(first - t_start_ns_.load()) * 1e-9 : 0.0;
+}
+
+double CompletionSession::decode_tokens_per_second() const {
+    const int64_t first = t_first_ns_.load(), end = t_end_ns_.load();
+    if (!first) return 0.0;
+    const double s = double((end ? end : now_ns()) - first) * 1e-9;
+    return s > 0 ? double(filled() - kept_ - 1) * double(params_.n_samples) / s : 0.0;
+}
+
+// One unit of work: a prefill chunk of the shared prompt, or one decode position of every sample. The
+// worker (run) and step() both drive the completion through here, so they produce the same tokens.
+bool CompletionSession::advance() {
+    const auto& c = model_->cfg;
+    const int32_t T = c.n_ctx(), V = c.vocab, N = params_.n_samples, k = kept_;
+    if (k >= T) return false;  // every row kept: nothing to generate
+    if (!job_) {
+        job_ = std::make_unique<Job>();
+        job_->backend = make_backend(kind_, *model_, params_.threads);
+        job_->backend->reset(N);
+        for (int32_t s = 0; s < N; ++s)
+            job_->rngs.emplace_back(params_.seed + 0x9e3779b97f4a7c15ull * uint64_t(s + 1));
+        job_->logits.resize(size_t(N) * size_t(V));
+        job_->in.resize(size_t(std::max(k + 1, N)));
+        job_->in[0] = -1;
+        std::copy_n(tokens_.begin(), k, job_->in.begin() + 1);
+    }
+    Job& j = *job_;
+    auto take = [&](int32_t s, int32_t pos, const float* lg) {
+        const int32_t tok = sample_token(lg, V, params_.sampler, j.rngs[size_t(s)], &j.info, params_.top_n);
+        const size_t at = size_t(s) * size_t(T) + size_t(pos);
+        tokens_[at] = tok;
+        entropy_[at] = j.info.entropy_bits;
+        std::copy(j.info.top.begin(), j.info.top.end(), choices_.begin() + ptrdiff_t(at * size_t(params_.top_n)));
+    };
+    if (j.next <= k) {
+        // Prefill the shared prompt (positions 0..k: inputs sos, x0..x_{k-1}) once, in chunks.
+        const int32_t n = std::min(params_.prefill_chunk, k + 1 - j.next);
+        j.backend->forward(j.in.data() + j.next, 1, n, j.next, j.logits.data(), false);
+        j.next += n;
+        if (j.next <= k) return true;
+        for (int32_t s = 0; s < N; ++s) take(s, k, j.logits.data());
+        j.backend->copy_cache(0, N, k + 1);
+        t_first_ns_.store(now_ns());
+        filled_.store(k + 1, std::memory_order_release);
+        return j.next < T;
+    }
+    // Decode: every sample advances one position per step.
+    const int32_t pos = j.next;
+    for (int32_t s = 0; s < N; ++s) j.in[size_t(s)] = tokens_[size_t(s) * size_t(T) + size_t(pos - 1)];
+    j.backend->forward(j.in.data(), N, 1, pos, j.logits.data(), false);
+    for (int32_t s = 0; s < N; ++s) take(s, pos, j.logits.data() + size_t(s) * size_t(V));
+    filled_.store(pos + 1, std::memory_order_release);
+    return ++j.next < T;
+}
+
+void CompletionSession::finish() {
+    job_.reset();
+    t_end_ns_.store(now_ns());
+    done_.store(true, std::memory_order_release);
+}
+
 void CompletionSession::run() {
     try {
-        const auto& c = model_->cfg;
-        const int32_t T = c.n_ctx(), V = c.vocab, N = params_.n_samples, k = kept_;
-        if (k < T) {
-            auto backend = make_backend(kind_, *model_, params_.threads);
-            backend->reset(N);
-            std::vector<Rng> rngs;
-            for (int32_t s = 0; s < N; ++s) rngs.emplace_back(params_.seed + 0x9e3779b97f4a7c15ull * uint64_t(s + 1));
-            std::vector<float> logits(size_t(N) * size_t(V));
-            SampleInfo info;
-            auto take = [&](int32_t s, int32_t pos, const float* lg) {
-                const int32_t tok = sample_token(lg, V, params_.sampler, rngs[size_t(s)], &info, params_.top_n);
-                const size_t at = size_t(s) * size_t(T) + size_t(pos);
-                tokens_[at] = tok;
-                entropy_[at] = info.entropy_bits;
-                std::copy(info.top.begin(), info.top.end(), choices_.begin() + ptrdiff_t(at * size_t(params_.top_n)));
-            };
-            // Prefill the shared prompt (positions 0..k: inputs sos, x0..x_{k-1}) once, in chunks.
-            std::vector<int32_t> in(size_t(k) + 1);
-            in[0] = -1;
-            std::copy_n(tokens_.begin(), k, in.begin() + 1);
-            for (int32_t p0 = 0; p0 <= k && !cancel_.load(); p0 += kPrefillChunk) {
-                const int32_t n = std::min(kPrefillChunk, k + 1 - p0);
-                backend->forward(in.data() + p0, 1, n, p0, logits.data(), false);
+        if (!generate_on_device())
+            while (!cancel_.load() && advance()) {
             }
-            if (!cancel_.load()) {
-                for (int32_t s = 0; s < N; ++s) take(s, k, logits.data());
-                backend->copy_cache(0, N, k + 1);
-                filled_.store(k + 1, std::memory_order_release);
-            }
-            // Decode: every sample advances one position per step.
-            std::vector<int32_t> step(static_cast<size_t>(N));
-            for (int32_t pos = k + 1; pos < T && !cancel_.load(); ++pos) {
-                for (int32_t s = 0; s < N; ++s) step[size_t(s)] = tokens_[size_t(s) * size_t(T) + size_t(pos - 1)];
-                backend->forward(step.data(), N, 1, pos, logits.data(), false);
-                for (int32_t s = 0; s < N; ++s) take(s, pos, logits.data() + size_t(s) * size_t(V));
-                filled_.store(pos + 1, std::memory_order_release);
-            }
-        }
     } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lk(err_mu_);
         error_ = e.what();
     }
-    t_end_ns_.store(now_ns());
-    done_.store(true, std::memory_order_release);
+    finish();  // frees the backend (and joins its pool) before done() is published
+}
+
+// Backends that sample on their own device (CUDA) run the whole completion in one call — the prompt's
+// prefill, the fan-out and every decode step — publishing progress once per image row; the others return
+// false at once and the worker steps through advance(). Not tried for the CPU, so it makes one backend.
+bool CompletionSession::generate_on_device() {
+    if (kind_ == BackendKind::Cpu || kept_ >= model_->cfg.n_ctx()) return false;
+    auto backend = make_backend(kind_, *model_, params_.threads);
+    GenerateRequest rq;
+    rq.prompt = tokens_.data();
+    rq.n_kept = kept_;
+    rq.n_samples = params_.n_samples;
+    rq.sampler = params_.sampler;
+    rq.seed = params_.seed;
+    rq.top_n = params_.top_n;
+    rq.prefill_chunk = params_.prefill_chunk;
+    rq.tokens = tokens_.data();
+    rq.entropy = entropy_.data();
+    rq.choices = choices_.data();
+    rq.on_progress = [this](int32_t filled) {
+        int64_t unset = 0;
+        t_first_ns_.compare_exchange_strong(unset, now_ns());
+        filled_.store(filled, std::memory_order_release);
+    };
+    rq.cancelled = [this] { return cancel_.load(); };
+    return backend->generate(rq);
 }
 
 NllResult image_nll(const Model& model, Backend& backend, const std::vector<int32_t>& tokens, int32_t n_images,

@@ -1,11 +1,21 @@
-// Image completion and unconditional sampling on a worker thread. The caller keeps drawing while the
-// worker fills tokens; progress is published after every token through an atomic counter, so a UI
-// thread can read tokens [0, filled()) of every sample without locks. cancel() stops within one token.
+// Image completion and unconditional sampling, run either on a worker thread or stepped by the caller.
+// Threaded (start): the caller keeps drawing while the worker fills tokens; progress is published after
+// every token through an atomic counter, so a UI thread can read tokens [0, filled()) of every sample
+// without locks. cancel() stops within one token. (On the CUDA backend the device samples too: progress
+// comes once per image row, and cancel() stops within two rows of queued work.)
 //
 //   auto s = igpt::CompletionSession(model, igpt::BackendKind::Cpu);
 //   s.start(tokens, params);           // tokens: the image's n_ctx palette indices (only kept rows used)
 //   while (!s.done()) draw(s.tokens(i), s.filled());
 //   s.wait();                          // rethrows a worker error as igpt::Error
+//
+// Stepped (start_stepped): no thread is started; the caller advances the completion by a time budget, e.g.
+// once per frame in a browser without WebAssembly threads. The same units of work run in the same order as
+// on the worker (one prefill chunk, or one decode position of every sample), so the samples are identical.
+//
+//   s.start_stepped(tokens, params);
+//   while (!s.step(10.0)) draw(s.tokens(i), s.filled());   // step() returns done()
+//   s.wait();                          // rethrows an error, if any (does not block)
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -28,7 +38,17 @@ struct CompletionParams {
     uint64_t seed = 1;           // sample i uses an Rng seeded from (seed, i)
     int32_t threads = 0;         // CPU threads; 0 = all
     int32_t top_n = 5;           // choices recorded per generated pixel (for "what did it consider")
+    int32_t prefill_chunk = 128; // kept positions per prefill call: the longest unit of work between two
+                                 // cancel checks (and between two step() budget checks)
 };
+
+// False in a build without threads (WebAssembly without -pthread): only start_stepped() can run there, and
+// the CPU backend runs on the calling thread alone.
+#if defined(__EMSCRIPTEN__) && !defined(__EMSCRIPTEN_PTHREADS__)
+inline constexpr bool kHaveThreads = false;
+#else
+inline constexpr bool kHaveThreads = true;
+#endif
 
 class CompletionSession {
 public:
@@ -39,12 +59,20 @@ public:
     CompletionSession(const CompletionSession&) = delete;
     CompletionSession& operator=(const CompletionSession&) = delete;
 
-    // Starts the worker. Throws igpt::Error for bad parameters (rows out of range, wrong token count).
+    // Starts the worker. Throws igpt::Error for bad parameters (rows out of range, wrong token count), and
+    // in a build without threads (kHaveThreads false).
     void start(const std::vector<int32_t>& tokens, const CompletionParams& params);
-    void cancel();
+    // Prepares the same completion without a thread; step() runs it. Throws like start().
+    void start_stepped(const std::vector<int32_t>& tokens, const CompletionParams& params);
+    // Stepped sessions: runs units of work (one prefill chunk, or one position of every sample) until
+    // budget_ms have passed -- at least one unit -- or the completion is done or cancelled. Returns done().
+    // An error ends the session (done) and is rethrown by wait(). Ignored by threaded sessions.
+    bool step(double budget_ms);
+    void cancel();                     // threaded: honoured within one token; stepped: by the next step()
     void wait();                       // joins; rethrows the worker's error, if any
     bool done() const { return done_.load(std::memory_order_acquire); }
     bool cancelled() const { return cancel_.load(std::memory_order_relaxed); }
+    bool stepped() const { return stepped_; }
 
     int32_t n_samples() const { return params_.n_samples; }
     int32_t n_ctx() const { return model_->cfg.n_ctx(); }
@@ -56,11 +84,18 @@ public:
     const TokenChoice* choices(int32_t sample, int32_t pos) const {
         return &choices_[(size_t(sample) * n_ctx() + pos) * params_.top_n];
     }
-    double tokens_per_second() const;  // generated tokens (all samples) per second so far
+    double tokens_per_second() const;  // generated tokens (all samples) per second so far, prefill included
     double elapsed_seconds() const;
+    double prefill_seconds() const;    // until the first sampled position (0 while still prefilling)
+    double decode_tokens_per_second() const;  // sampled tokens (all samples) per second after the prefill
 
 private:
-    void run();
+    struct Job;                        // the backend and sampling state between two units of work
+    void prepare(const std::vector<int32_t>& tokens, const CompletionParams& params);
+    bool advance();                    // one unit of work; false when nothing is left
+    void finish();                     // frees the job, stops the clock, publishes done()
+    void run();                        // the worker: advance() until done or cancelled
+    bool generate_on_device();         // the whole completion through Backend::generate, if supported
 
     std::shared_ptr<const Model> model_;
     BackendKind kind_;
@@ -72,7 +107,9 @@ private:
     std::atomic<int32_t> filled_{0};
     std::atomic<bool> done_{true};
     std::atomic<bool> cancel_{false};
-    std::atomic<int64_t> t_start_ns_{0}, t_end_ns_{0};
+    std::atomic<int64_t> t_start_ns_{0}, t_end_ns_{0}, t_first_ns_{0};
+    std::unique_ptr<Job> job_;         // owned by the worker (threaded) or the caller of step() (stepped)
+    bool stepped_ = false;
     std::thread worker_;
     std::mutex err_mu_;
     std::string error_;

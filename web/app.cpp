@@ -1,4 +1,5 @@
-// The app's logic: opening images and models, running completions on pthreads, results, undo, export.
+// The app's logic: opening images and models, running completions (on pthreads, or stepped from the frame
+// in the single-threaded build), results, undo, export.
 // Every failure ends as one line in App::message; the app keeps the image, model and settings it had.
 #include "app.h"
 
@@ -260,6 +261,7 @@ void App::refresh_seen() {
 // ---- completion -------------------------------------------------------------------------------------------
 
 int32_t App::threads() const {
+    if (!igpt::kHaveThreads) return 1;
     return settings.threads > 0 ? std::min(settings.threads, 8) : std::clamp(hardware_threads, 1, 8);
 }
 
@@ -295,6 +297,19 @@ SampleResult blank_result(const std::vector<int32_t>& seen_tokens, int32_t kept,
     r.kept = r.filled = kept;
     return r;
 }
+
+// On pthreads where the build has them; else stepped by App::poll() once per frame.
+std::unique_ptr<igpt::CompletionSession> start_session(std::shared_ptr<const igpt::Model> model,
+                                                       const std::vector<int32_t>& tokens, igpt::CompletionParams p) {
+    auto s = std::make_unique<igpt::CompletionSession>(std::move(model));
+    if (igpt::kHaveThreads) {
+        s->start(tokens, p);
+    } else {
+        p.prefill_chunk = kSteppedPrefillChunk;
+        s->start_stepped(tokens, p);
+    }
+    return s;
+}
 }  // namespace
 
 void App::complete() {
@@ -310,8 +325,7 @@ void App::complete() {
         p.threads = threads();
         p.top_n = top_n;
         if (!fits_in_memory(n, p.rows_kept * image_w())) return;
-        auto s = std::make_unique<igpt::CompletionSession>(model);
-        s->start(seen_tokens, p);
+        auto s = start_session(model, seen_tokens, p);
         if (!results.empty()) {
             undo.push_back({input, input_name, settings.rows, results});
             if (undo.size() > kUndoDepth) undo.erase(undo.begin());
@@ -327,7 +341,7 @@ void App::complete() {
         session = std::move(s);
         job_start = now_ms();
         say("completing " + std::to_string(n) + " sample" + (n > 1 ? "s" : "") + " on " + std::to_string(p.threads) +
-            " thread" + (p.threads > 1 ? "s" : ""));
+            " thread" + (p.threads > 1 ? "s" : "") + (igpt::kHaveThreads ? "" : " (single-threaded mode)"));
     } catch (const std::bad_alloc&) {
         say("not enough memory in this browser for " + std::to_string(settings.samples) + " samples of '" +
             model_name + "'; use fewer samples", true);
@@ -349,8 +363,7 @@ void App::reroll(int32_t slot) {
         p.threads = threads();
         p.top_n = top_n;
         if (!fits_in_memory(1, p.rows_kept * image_w())) return;
-        auto s = std::make_unique<igpt::CompletionSession>(model);
-        s->start(seen_tokens, p);
+        auto s = start_session(model, seen_tokens, p);
         undo.push_back({input, input_name, settings.rows, results});
         results[size_t(slot)] = blank_result(seen_tokens, s->kept(), top_n);
         results[size_t(slot)].seed = p.seed;
@@ -368,6 +381,7 @@ void App::reroll(int32_t slot) {
 void App::cancel() {
     if (!session) return;
     session->cancel();
+    session->step(0);  // a stepped session ends here (done at once); a threaded one ignores this
     // Never join on the browser's main thread while the worker may still need it (thread start-up is
     // proxied through the main thread): park the session and destroy it once it reports done().
     retiring.push_back(std::move(session));
@@ -381,6 +395,9 @@ void App::poll() {
         else ++it;
     }
     if (!session) return;
+    // Single-threaded build: the completion advances here, a frame's budget at a time (the frame draws
+    // what it made right after). A threaded session ignores step().
+    if (session->stepped()) session->step(kStepBudgetMs);
     const igpt::CompletionSession& s = *session;
     const bool finished = s.done();
     const int32_t filled = s.filled();  // read once: tokens [0, filled) of every sample are final
@@ -401,6 +418,10 @@ void App::poll() {
     if (finished) {
         try {
             session->wait();
+            last_seconds = s.elapsed_seconds();
+            last_prefill_seconds = s.prefill_seconds();
+            last_decode_tps = s.decode_tokens_per_second();
+            last_samples = s.n_samples();
             char buf[128];
             std::snprintf(buf, sizeof buf, "done in %.2f s (%.0f tokens/s)", s.elapsed_seconds(),
                           s.tokens_per_second());
@@ -533,6 +554,10 @@ std::string App::state_json() const {
     j["tile_rects"] = tile_rects;
     j["n_ctx"] = n_ctx();
     j["image_w"] = image_w();
+    j["threaded"] = igpt::kHaveThreads;
+    j["mode_note"] = mode_note;
+    j["stats"] = {{"seconds", last_seconds}, {"prefill_seconds", last_prefill_seconds},
+                  {"decode_tokens_per_second", last_decode_tps}, {"samples", last_samples}};
     return j.dump();
 }
 

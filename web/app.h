@@ -1,5 +1,6 @@
 // The browser app's state and logic, without any drawing: the input image and what the model sees, the
-// model, the completion job (an igpt::CompletionSession on pthreads), the results, undo, settings.
+// model, the completion job (an igpt::CompletionSession on pthreads; in the single-threaded build, stepped
+// from the frame by poll()), the results, undo, settings.
 // main.cpp draws it with Dear ImGui; bridge.cpp lets the page's JavaScript call into it.
 #pragma once
 #include <array>
@@ -14,6 +15,11 @@
 #include "textures.h"
 
 namespace igpt_web {
+
+// Single-threaded build: milliseconds of completion work per frame (poll), so that frames keep coming.
+constexpr double kStepBudgetMs = 12.0;
+// ... and kept positions per prefill unit there (a larger model's 128-position chunk could take seconds).
+constexpr int32_t kSteppedPrefillChunk = 16;
 
 // Everything the visitor chooses; persisted in the URL and localStorage (as JSON through bridge.cpp).
 struct Settings {
@@ -87,6 +93,11 @@ struct App {
     std::vector<int32_t> session_slots;       // session sample j -> results[slot]
     std::vector<std::unique_ptr<igpt::CompletionSession>> retiring;  // cancelled, joined once done
     double job_start = 0;
+    // The last finished completion's figures (the test hook and tests/web/bench.js read them).
+    double last_seconds = 0, last_prefill_seconds = 0, last_decode_tps = 0;
+    int32_t last_samples = 0;
+    // Single-threaded build (no WebAssembly threads): why, as the page explains it; shown above the panels.
+    std::string mode_note;
     std::vector<Snapshot> undo;
 
     // messages: one line, shown in the status bar
@@ -125,7 +136,8 @@ struct App {
     void use_as_input(int32_t slot);
     void cancel();
     void undo_last();
-    void poll();                                      // once per frame: copies progress out of the session
+    void poll();                                      // once per frame: steps a single-threaded session, then
+                                                      // copies progress out of the session
     bool running() const { return session != nullptr; }
     int32_t n_ctx() const { return model ? model->cfg.n_ctx() : 0; }
     int32_t image_h() const { return model ? model->cfg.image_h : 32; }

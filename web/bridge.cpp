@@ -51,6 +51,9 @@ EMSCRIPTEN_KEEPALIVE void igpt_web_set_flags(App* app, int embed, int autoplay, 
     app->hardware_threads = hardware_threads;
 }
 
+// Single-threaded build: the page's explanation of why (not cross-origin isolated, ...), shown in the UI.
+EMSCRIPTEN_KEEPALIVE void igpt_web_set_mode_note(App* app, const char* note) { app->mode_note = note; }
+
 EMSCRIPTEN_KEEPALIVE void igpt_web_set_manifest(App* app, const char* json) { app->set_manifest(json); }
 
 EMSCRIPTEN_KEEPALIVE void igpt_web_model_progress(App* app, double loaded, double total) {
@@ -101,6 +104,7 @@ EMSCRIPTEN_KEEPALIVE void igpt_web_action(App* app, const char* action, int arg)
     else if (a == "rows") app->settings.rows = arg;
     else if (a == "png") app->download_sample(arg);
     else if (a == "grid") app->download_grid();
+    else if (a == "clear_cache") igpt_web::js_clear_cache();
     else if (a == "samples") app->settings.samples = arg;
     else if (a == "model" && arg >= 0 && arg < int(app->manifest.size()))
         app->request_model(app->manifest[size_t(arg)].name);

@@ -16,6 +16,6 @@ void js_pick_model_file();                            // the model file picker -
 void js_load_local_model(const char* name);           // reads the kept File again -> igpt_web_model_*
 double js_memory_max();                               // bytes the wasm memory may grow to (<= 2 GB)
 void js_download(const char* filename, const uint8_t* data, size_t size);
-void js_clear_cache();                                // deletes the cached models
+void js_clear_cache();                                // deletes the cached models + offline copy
 void js_copy_embed_snippet();                         // an <iframe> of the current settings -> clipboard
 }  // namespace igpt_web

@@ -96,7 +96,8 @@ const igptHost = {
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   },
   clearCache() {
-    igptModels.clear().then((ok) => this.say(ok ? 'model cache cleared' : 'no model cache to clear'),
+    igptModels.clear().then((n) => this.say(n ? 'cleared the cached models and the offline copy of the app'
+                                              : 'nothing cached to clear'),
                                 (e) => this.say('cannot clear the cache: ' + e.message, true));
   },
   copyEmbedSnippet() {

@@ -1,6 +1,8 @@
 // Image GPT in the browser: Dear ImGui over SDL2 + WebGL2, the engine's CompletionSession on pthreads.
 // Reads top to bottom: init (SDL, GL, ImGui), the frame (events, progress, panels), shutdown. Inference never
-// runs in the frame: the frame only copies finished tokens out of the session (App::poll) and draws them.
+// runs in the frame: the frame only copies finished tokens out of the session (App::poll) and draws them --
+// except in the single-threaded build (no WebAssembly threads), where App::poll advances the completion by
+// a fixed budget of milliseconds per frame first.
 #include <GLES3/gl3.h>
 #include <SDL.h>
 #include <emscripten.h>
@@ -212,7 +214,9 @@ void panel_controls(App& a) {
             ImGui::SetTooltip("a .safetensors model file on this computer (up to 1 GB), e.g. from igpt import;\n"
                               "or drop it on the page");
         ImGui::SameLine();
-        if (ImGui::SmallButton("clear model cache")) igpt_web::js_clear_cache();
+        if (ImGui::SmallButton("clear cache")) igpt_web::js_clear_cache();
+        if (ImGui::IsItemHovered())
+            ImGui::SetTooltip("forget the downloaded models and the offline copy of this page");
     }
     ImGui::Separator();
 
@@ -225,7 +229,7 @@ void panel_controls(App& a) {
     ImGui::SliderInt("top-k", &a.settings.top_k, 0, a.model ? a.model->cfg.vocab : 512, a.settings.top_k ? "%d" : "off");
     int seed = int(a.settings.seed & 0x7fffffff);
     if (ImGui::InputInt("seed", &seed)) a.settings.seed = uint64_t(std::max(0, seed));
-    if (!a.embed) {
+    if (!a.embed && igpt::kHaveThreads) {
         ImGui::SliderInt("threads", &a.settings.threads, 0, 8, a.settings.threads ? "%d" : "auto");
     }
     ImGui::PopItemWidth();
@@ -359,6 +363,11 @@ void frame(void* arg) {
         ImGui::Text("Image GPT");
         ImGui::SameLine();
         ImGui::TextDisabled("-- keep the top of an image, the model paints the rest");
+    }
+    if (!a.mode_note.empty()) {  // the single-threaded build says why it runs and what it costs
+        ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.8f, 0.3f, 1));
+        ImGui::TextWrapped("%s", a.mode_note.c_str());
+        ImGui::PopStyleColor();
     }
     const float body_h = ImGui::GetContentRegionAvail().y - status_h;
     if (narrow) {

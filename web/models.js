@@ -62,8 +62,12 @@ const igptModels = {
     return { bytes, note };
   },
 
+  // "clear cache": the cached models and the service worker's offline copy of the app (web/sw.js caches
+  // 'igpt-app-<build>'; it fills again on the next visit). -> number of caches deleted.
   async clear() {
-    if (!self.caches) return false;
-    return caches.delete(this.CACHE);
+    if (!self.caches) return 0;
+    const keys = (await caches.keys()).filter((k) => k === this.CACHE || k.startsWith('igpt-app-'));
+    await Promise.all(keys.map((k) => caches.delete(k)));
+    return keys.length;
   },
 };

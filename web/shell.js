@@ -1,5 +1,6 @@
-// The page shell: checks that WebAssembly threads can run (cross-origin isolation), starts the wasm app,
-// then hands it the settings (URL over localStorage), the model list, the sample images and dropped files.
+// The page shell: picks the wasm build (threaded when the page is cross-origin isolated, else the
+// single-threaded fallback), starts it, then hands the app the settings (URL over localStorage), the model
+// list, the sample images and dropped files, and registers the service worker (offline copy, web/sw.js).
 'use strict';
 
 (function () {
@@ -15,28 +16,60 @@
   }
   igptHost.fatal = showNote;
 
-  // Threads need SharedArrayBuffer, which needs a cross-origin isolated page (COOP + COEP headers).
-  if (!self.crossOriginIsolated || typeof SharedArrayBuffer === 'undefined') {
-    showNote('This page is not cross-origin isolated, so WebAssembly threads are unavailable and the app ' +
-             'cannot start. Serve it with "Cross-Origin-Opener-Policy: same-origin" and ' +
-             '"Cross-Origin-Embedder-Policy: require-corp" (python3 serve.py does), and when embedding ' +
-             'it in an <iframe>, the host page needs the same headers and allow="cross-origin-isolated".');
-    return;
-  }
   if (typeof WebAssembly !== 'object' || typeof WebAssembly.Memory !== 'function') {
     showNote('This browser has no WebAssembly.');
     return;
   }
 
-  // The wasm memory, made here so that a browser that cannot reserve the build's maximum (2 GB,
-  // -sMAXIMUM_MEMORY in web/CMakeLists.txt; e.g. iOS) still starts, with less room for large models.
+  // Which build. Threads need SharedArrayBuffer, which browsers give only to cross-origin isolated pages
+  // (COOP + COEP headers; an iframe also needs allow="cross-origin-isolated" and an isolated host page).
+  // Without them the single-threaded build runs: the same app, completions stepped between frames.
+  // A threaded start that fails or hangs (workers that cannot start) reloads once into that build too.
+  const FALLBACK_KEY = 'igpt.fallback';
+  let fallback = null;
+  try {
+    fallback = sessionStorage.getItem(FALLBACK_KEY);
+    sessionStorage.removeItem(FALLBACK_KEY);  // one reload only: the next visit tries threads again
+  } catch (e) { /* storage disabled */ }
+  let why = '';
+  if (params.get('wasm') === 'st') why = 'asked for by the URL (wasm=st)';
+  else if (!self.crossOriginIsolated) why = 'this page is not cross-origin isolated';
+  else if (typeof SharedArrayBuffer === 'undefined') why = 'this browser has no SharedArrayBuffer';
+  else if (fallback) why = fallback;
+
+  // The wasm memory of the threaded build, made here so that a browser that cannot reserve the build's
+  // maximum (2 GB, -sMAXIMUM_MEMORY in web/CMakeLists.txt; e.g. iOS) still starts, with less room for large
+  // models. The single-threaded build makes its own (not shared), growing up to 2 GB.
   let wasmMemory = null;
-  for (const mb of [2048, 1024, 512]) {
+  if (!why) {
+    for (const mb of [2048, 1024, 512]) {
+      try {
+        wasmMemory = new WebAssembly.Memory({ initial: 64 * 16, maximum: mb * 16, shared: true });
+        igptHost.memoryLimit = mb * 1048576;
+        break;
+      } catch (e) { /* try a smaller reservation */ }
+    }
+    if (!wasmMemory) why = 'this browser cannot make shared WebAssembly memory';
+  }
+  const threaded = !why;
+  if (!threaded) igptHost.memoryLimit = 2048 * 1048576;
+  const build = threaded ? 'igpt_web' : 'igpt_web_st';
+  igptHost.modeNote = threaded ? '' : `single-threaded mode: ${why}, so completion is slower`;
+  let started = false;
+
+  // Before the app is up, a failed threaded start goes to the single-threaded build (one reload).
+  function fallBack(reason) {
+    if (started || !threaded) return false;
     try {
-      wasmMemory = new WebAssembly.Memory({ initial: 64 * 16, maximum: mb * 16, shared: true });
-      igptHost.memoryLimit = mb * 1048576;
-      break;
-    } catch (e) { /* try a smaller reservation */ }
+      sessionStorage.setItem(FALLBACK_KEY, reason);
+    } catch (e) {
+      const u = new URL(location.href);
+      u.searchParams.set('wasm', 'st');
+      location.replace(u.href);
+      return true;
+    }
+    location.reload();
+    return true;
   }
 
   window.Module = {
@@ -44,12 +77,19 @@
     wasmMemory,
     print: (t) => console.log(t),
     printErr: (t) => console.warn(t),
-    onAbort: (what) => showNote('The app stopped: ' + what + '. Reload the page to start again.'),
+    onAbort: (what) => {
+      if (!fallBack('the threaded build stopped at start-up (' + what + ')'))
+        showNote('The app stopped: ' + what + '. Reload the page to start again.');
+    },
   };
 
-  // Never hang at start-up: if the app has not come up after 30 s (e.g. workers cannot start), say so.
-  const startTimer = setTimeout(() => showNote('The app did not start within 30 s (WebAssembly threads ' +
-                                               'could not start?). Try reloading.'), 30000);
+  // Never hang at start-up: a threaded build that has not come up in time (e.g. its worker threads cannot
+  // start) falls back to the single-threaded one; that one, if it hangs too, says so.
+  const timeoutS = Number(params.get('startup_timeout')) || (threaded ? 20 : 60);
+  const startTimer = setTimeout(() => {
+    if (!fallBack(`WebAssembly threads did not start within ${timeoutS} s`))
+      showNote(`The app did not start within ${timeoutS} s. Try reloading.`);
+  }, timeoutS * 1000);
 
   function settingsFromPage() {
     let s = {};
@@ -75,10 +115,13 @@
   }
 
   igptHost.onReady = async function () {
+    started = true;
     clearTimeout(startTimer);
     document.getElementById('loading').hidden = true;
     Module._igpt_web_set_flags(igptHost.app, embed ? 1 : 0, params.get('autoplay') === '1' ? 1 : 0,
                                navigator.hardwareConcurrency || 2);
+    if (igptHost.modeNote) igptHost.withStrings([igptHost.modeNote], (n) => Module._igpt_web_set_mode_note(igptHost.app, n));
+    registerServiceWorker();
     igptHost.setSettings(settingsFromPage());
 
     // An image given in the URL (same origin only), then the shipped samples.
@@ -135,8 +178,22 @@
   });
   canvas.addEventListener('contextmenu', (ev) => ev.preventDefault());
 
+  // The offline copy (web/sw.js): the shell, plus the files of the build that started. Not from file://
+  // pages or where the browser refuses it (private mode, some iframes): the app runs without it.
+  function registerServiceWorker() {
+    if (!('serviceWorker' in navigator) || !/^https?:$/.test(location.protocol)) return;
+    const files = threaded ? [build + '.js', build + '.wasm', build + '.worker.js'] : [build + '.js', build + '.wasm'];
+    navigator.serviceWorker.register('sw.js')
+      .then(() => navigator.serviceWorker.ready)
+      .then((reg) => { if (reg.active) reg.active.postMessage({ cache: files }); })
+      .catch((e) => console.warn('no offline copy: ' + (e.message || e)));
+  }
+
   const s = document.createElement('script');
-  s.src = 'igpt_web.js';
-  s.onerror = () => showNote('Cannot load igpt_web.js (was the app built? scripts/build_web.sh)');
+  s.src = build + '.js';
+  s.onerror = () => {
+    if (!fallBack(`cannot load ${build}.js`))
+      showNote(`Cannot load ${build}.js (was the app built? scripts/build_web.sh)`);
+  };
   document.body.appendChild(s);
 })();

@@ -20,6 +20,9 @@ constexpr uint64_t kClosed = 0x7fffffff;  // a chunk index no job reaches: "noth
 }  // namespace
 
 ThreadPool::ThreadPool(int32_t threads) {
+#if defined(__EMSCRIPTEN__) && !defined(__EMSCRIPTEN_PTHREADS__)
+    threads = 1;  // WebAssembly without threads: the caller runs every job, no std::thread is ever made
+#endif
     if (threads <= 0) threads = int32_t(std::max(1u, std::thread::hardware_concurrency()));
     n_ = threads;
     for (int32_t i = 1; i < n_; ++i) threads_.emplace_back([this, i] { worker(i); });

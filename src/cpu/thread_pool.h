@@ -2,7 +2,8 @@
 // that every thread, the caller included, claims dynamically: a worker that the OS has not scheduled
 // simply claims nothing, so a busy machine slows a step down instead of stalling it. Workers spin for a
 // few tens of microseconds between jobs, then sleep, so the dozens of small GEMVs of one decode step do
-// not each pay a thread wake-up.
+// not each pay a thread wake-up. With one thread (and always in a WebAssembly build without threads) no
+// thread is started and parallel_for runs fn(0, n, 0) on the caller.
 #pragma once
 #include <atomic>
 #include <condition_variable>

@@ -2,6 +2,7 @@
 #include "train_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 
@@ -102,7 +103,16 @@ double Net<F>::forward(const Weights<F>& w, const int32_t* tokens, float* pixel_
 }
 
 template <typename F>
-void Net<F>::backward(const Weights<F>& w, const int32_t* tokens, F scale, const Weights<F>& g) {
+void Net<F>::pooled_lnf(F* out) const {
+    const int64_t T = cfg_.n_ctx(), C = cfg_.width;
+    std::fill(out, out + C, F(0));
+    for (int64_t p = 0; p < T; p++)
+        for (int64_t c = 0; c < C; c++) out[c] += acts.lnf[p * C + c];
+    for (int64_t c = 0; c < C; c++) out[c] /= F(T);
+}
+
+template <typename F>
+void Net<F>::backward(const Weights<F>& w, const int32_t* tokens, F scale, const Weights<F>& g, const F* dpooled) {
     const int64_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), NH = cfg_.heads, V = cfg_.vocab;
     dres.assign(T * C, F(0));
     dln.resize(T * C);
@@ -115,6 +125,9 @@ void Net<F>::backward(const Weights<F>& w, const int32_t* tokens, F scale, const
     F* dlogits = acts.logits.data();
     cross_entropy(acts.logits.data(), tokens, T, V, scale, dlogits);
     linear_backward(dlogits, acts.lnf.data(), w.head_w, T, C, V, dln.data(), g.head_w, (F*)nullptr);
+    if (dpooled)  // pooled = mean over positions: each position gets 1/T of its gradient
+        for (int64_t p = 0; p < T; p++)
+            for (int64_t c = 0; c < C; c++) dln[p * C + c] += dpooled[c] / F(T);
     rmsnorm_backward(dln.data(), acts.res[cfg_.layers].data(), w.lnf_g, acts.rstdf.data(), T, C, dres.data(),
                      g.lnf_g);
     for (int32_t l = cfg_.layers - 1; l >= 0; l--) {
@@ -135,6 +148,36 @@ void Net<F>::backward(const Weights<F>& w, const int32_t* tokens, F scale, const
     embedding_backward(dres.data(), tokens, T, C, g.sos, g.wte, g.wpe);
 }
 
+template <typename F>
+double clf_head(const F* pooled, const F* W, const F* b, int32_t K, int64_t C, int32_t label, F scale, F* dW, F* db,
+                F* dpooled, int32_t* pred) {
+    std::vector<F> z(static_cast<size_t>(K));
+    for (int32_t k = 0; k < K; k++) {
+        F s = b[k];
+        for (int64_t c = 0; c < C; c++) s += W[k * C + c] * pooled[c];
+        z[size_t(k)] = s;
+    }
+    const int32_t arg = int32_t(std::max_element(z.begin(), z.end()) - z.begin());
+    if (pred) *pred = arg;
+    const F m = z[size_t(arg)];
+    const double zl = double(z[size_t(label)] - m);
+    F sum = 0;
+    for (F& v : z) sum += (v = std::exp(v - m));
+    const double nll = std::log(double(sum)) - zl;
+    if (dW) {
+        std::fill(dpooled, dpooled + C, F(0));
+        for (int32_t k = 0; k < K; k++) {
+            const F d = (z[size_t(k)] / sum - (k == label ? F(1) : F(0))) * scale;  // dlogit_k
+            db[k] += d;
+            for (int64_t c = 0; c < C; c++) {
+                dW[k * C + c] += d * pooled[c];
+                dpooled[c] += d * W[k * C + c];
+            }
+        }
+    }
+    return nll;
+}
+
 double train_flops_per_image(const ModelConfig& cfg) {
     const double T = cfg.n_ctx(), C = cfg.width, H = cfg.hidden(), V = cfg.vocab, L = cfg.layers;
     const double matmul_params = L * (3 * C * C + C * C + 2 * C * H) + V * C;  // weights used in GEMMs
@@ -149,6 +192,10 @@ template Weights<float> bind_weights<float>(const ModelConfig&, float*);
 template Weights<double> bind_weights<double>(const ModelConfig&, double*);
 template class Net<float>;
 template class Net<double>;
+template double clf_head<float>(const float*, const float*, const float*, int32_t, int64_t, int32_t, float, float*,
+                                float*, float*, int32_t*);
+template double clf_head<double>(const double*, const double*, const double*, int32_t, int64_t, int32_t, double,
+                                 double*, double*, double*, int32_t*);
 
 // --- TrainCompute ------------------------------------------------------------------------------------------
 // Checked here, on the caller's thread: an exception must not escape a pool worker.
@@ -163,6 +210,7 @@ TrainCompute::TrainCompute(const ModelConfig& cfg, int32_t threads)
     : cfg_(cfg), n_params_(param_count(param_layout(cfg))), pool_(std::make_unique<ThreadPool>(threads)) {
     nets_.resize(pool_->size());
     grads_.resize(pool_->size());
+    head_grads_.resize(pool_->size());
 }
 
 TrainCompute::~TrainCompute() = default;
@@ -200,6 +248,56 @@ double TrainCompute::forward_backward(const float* params, const int32_t* tokens
     double total = 0;
     for (double v : nll) total += v;
     return total;
+}
+
+TrainCompute::ClfStats TrainCompute::forward_backward_clf(const float* params, const float* head, int32_t K,
+                                                          const int32_t* tokens, const int32_t* labels, int32_t B,
+                                                          float gen_scale, float clf_scale, float* grads,
+                                                          float* head_grads) {
+    const int64_t T = cfg_.n_ctx(), C = cfg_.width;
+    check_tokens(tokens, int64_t(B) * T, cfg_.vocab);
+    for (int32_t b = 0; b < B; b++)
+        if (labels[b] < 0 || labels[b] >= K)
+            throw Error("trainer: label " + std::to_string(labels[b]) + " out of range of " + std::to_string(K) +
+                        " classes");
+    Weights<float> w = bind_weights(cfg_, const_cast<float*>(params));
+    const size_t n_head = size_t(K) * size_t(C) + size_t(K);
+    std::vector<double> nll(B, 0.0), cnll(B, 0.0);
+    std::vector<int32_t> pred(B, -1);
+    const int32_t lanes = std::min<int32_t>(B, int32_t(grads_.size()));
+    pool_->parallel_for(lanes, 1, [&](int64_t l0, int64_t l1, int32_t) {
+        std::vector<float> pooled(static_cast<size_t>(C)), dpooled(static_cast<size_t>(C));
+        for (int64_t l = l0; l < l1; l++) {
+            if (!nets_[l]) nets_[l] = std::make_unique<Net<float>>(cfg_);
+            Net<float>& net = *nets_[l];
+            grads_[l].assign(n_params_, 0.0f);
+            head_grads_[l].assign(n_head, 0.0f);
+            Weights<float> g = bind_weights(cfg_, grads_[l].data());
+            float* hg = head_grads_[l].data();
+            for (int64_t b = l * B / lanes; b < (l + 1) * B / lanes; b++) {
+                nll[b] = net.forward(w, tokens + b * T, nullptr);
+                net.pooled_lnf(pooled.data());
+                cnll[b] = clf_head(pooled.data(), head, head + size_t(K) * C, K, C, labels[b], clf_scale, hg,
+                                   hg + size_t(K) * C, dpooled.data(), &pred[b]);
+                net.backward(w, tokens + b * T, gen_scale, g, dpooled.data());
+            }
+        }
+    });
+    pool_->parallel_for(int64_t(n_params_), 4096, [&](int64_t i0, int64_t i1, int32_t) {
+        for (int32_t l = 0; l < lanes; l++) {
+            const float* gt = grads_[l].data();
+            for (int64_t i = i0; i < i1; i++) grads[i] += gt[i];
+        }
+    });
+    for (int32_t l = 0; l < lanes; l++)
+        for (size_t i = 0; i < n_head; i++) head_grads[i] += head_grads_[l][i];
+    ClfStats st;
+    for (int32_t b = 0; b < B; b++) {
+        st.gen_nll += nll[b];
+        st.clf_nll += cnll[b];
+        st.correct += pred[b] == labels[b];
+    }
+    return st;
 }
 
 double TrainCompute::forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats) {

@@ -86,7 +86,12 @@ public:
     // Returns the sum over positions of -ln p(token); pixel_nats (optional, (T)) gets each position's.
     double forward(const Weights<F>& w, const int32_t* tokens, float* pixel_nats = nullptr);
     // After forward() on the same tokens: accumulates d(scale * sum nll)/d(params) into g.
-    void backward(const Weights<F>& w, const int32_t* tokens, F scale, const Weights<F>& g);
+    // dpooled (optional, (C)): the gradient of an extra loss with respect to the final norm's output
+    // averaged over positions (the classification head of fine-tuning); it flows back with the rest.
+    void backward(const Weights<F>& w, const int32_t* tokens, F scale, const Weights<F>& g,
+                  const F* dpooled = nullptr);
+    // After forward(): the final norm's output averaged over positions, (C).
+    void pooled_lnf(F* out) const;
 
     const ModelConfig& cfg() const { return cfg_; }
     Acts<F> acts;
@@ -95,6 +100,13 @@ private:
     ModelConfig cfg_;
     Buf<F> dres, dln, dqkv, datty, dfc, scratch;  // backward scratch
 };
+
+// A classification head on pooled features (C): logits = W (K, C) · pooled + b (K). Returns -ln p(label).
+// When dW is non-null: accumulates d(scale * nll) into dW and db, and writes d(scale * nll)/d(pooled)
+// into dpooled (C). pred (optional): the argmax class.
+template <typename F>
+double clf_head(const F* pooled, const F* W, const F* b, int32_t K, int64_t C, int32_t label, F scale, F* dW, F* db,
+                F* dpooled, int32_t* pred = nullptr);
 
 // FLOPs of one training step per image (forward + backward, multiply-add = 2, causal attention counted
 // as the lower triangle only): for reporting achieved GFLOP/s.
@@ -112,12 +124,25 @@ public:
     // Forward only: sum of nll over all positions; pixel_nats (optional, (B, T)).
     double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr);
 
+    // Fine-tuning: the generative loss plus a classification head on the final norm's output averaged
+    // over positions (clf_head; head = [W (K, C) | b (K)], labels (B) in [0, K)). Accumulates
+    // d(gen_scale * sum nll + clf_scale * sum clf_nll)/d(params, head) into grads and head_grads.
+    struct ClfStats {
+        double gen_nll = 0;   // sum over images and positions (nats)
+        double clf_nll = 0;   // sum over images (nats)
+        int64_t correct = 0;  // argmax == label
+    };
+    ClfStats forward_backward_clf(const float* params, const float* head, int32_t K, const int32_t* tokens,
+                                  const int32_t* labels, int32_t B, float gen_scale, float clf_scale, float* grads,
+                                  float* head_grads);
+
 private:
     ModelConfig cfg_;
     size_t n_params_;
     std::unique_ptr<ThreadPool> pool_;
     std::vector<std::unique_ptr<Net<float>>> nets_;
     std::vector<Buf<float>> grads_;  // per lane (a fixed share of each batch)
+    std::vector<Buf<float>> head_grads_;  // per lane, fine-tuning only
 };
 
 }  // namespace igpt::train

@@ -1,8 +1,12 @@
 // Completion benchmark in headless chromium (not a test): the bottom half of a sample image (16 of 32 rows
-// kept) at batch 1 and 8 with 2 threads, as the issue's performance section asks.
-//   node tests/web/bench.js [www root] [model name] [threads=2]
+// kept, 512 tokens sampled per sample) at batch 1 and 8, with the threaded build on N threads and with the
+// single-threaded build, next to the native `igpt bench` of the same config on the same machine, in the
+// same run; prints decode tokens/s, seconds per completion and the ratio wasm/native.
+//   node tests/web/bench.js [www root] [model name] [threads=2] [native igpt binary]
+// (scripts/bench_web.sh builds what is missing and runs it.)
 'use strict';
-const { spawn } = require('child_process');
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
@@ -10,6 +14,36 @@ const REPO = path.resolve(__dirname, '..', '..');
 const ROOT = path.resolve(process.argv[2] || path.join(REPO, 'build-web', 'www'));
 const MODEL = process.argv[3] || '';
 const THREADS = Number(process.argv[4] || 2);
+const NATIVE = process.argv[5] || path.join(REPO, 'build', 'tools', 'igpt', 'igpt');
+const BATCHES = [1, 8];
+
+// Native figures: `igpt bench -c tiny -b B -j THREADS` (random weights of the same shape as the web's tiny).
+function nativeBench(batch) {
+  if (!fs.existsSync(NATIVE)) return null;
+  const out = execFileSync(NATIVE, ['bench', '-c', 'tiny', '-b', String(batch), '-j', String(THREADS)],
+                           { encoding: 'utf8' });
+  const dec = out.match(/decode: .*?([\d.]+) tokens\/s/), comp = out.match(/complete: .*: ([\d.]+) s/);
+  return { tps: dec ? Number(dec[1]) : NaN, seconds: comp ? Number(comp[1]) : NaN };
+}
+
+async function browserBench(browser, url, single) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  await page.goto(url + `?threads=${THREADS}&rows=16&seed=1&top_k=0&temperature=1` + (single ? '&wasm=st' : '') +
+                  (MODEL ? '&model=' + encodeURIComponent(MODEL) : ''));
+  await page.waitForFunction(() => typeof igptHost !== 'undefined' && igptHost.app &&
+                             igptHost.state().model_state === 2 && igptHost.state().seen_tokens.length > 0,
+                             null, { timeout: 120000 });
+  const rows = [];
+  for (const batch of BATCHES) {
+    await page.evaluate((b) => { igptHost.action('samples', b); igptHost.action('complete'); }, batch);
+    await page.waitForFunction(() => !igptHost.state().running, null, { timeout: 600000, polling: 50 });
+    const s = await page.evaluate(() => igptHost.state());
+    rows.push({ batch, model: s.model, threaded: s.threaded, seconds: s.stats.seconds,
+                prefill: s.stats.prefill_seconds, tps: s.stats.decode_tokens_per_second, message: s.message });
+  }
+  await page.close();
+  return rows;
+}
 
 (async () => {
   const proc = spawn('python3', [path.join(REPO, 'serve.py'), '--port', '0', '--root', ROOT, '--quiet'],
@@ -21,17 +55,27 @@ const THREADS = Number(process.argv[4] || 2);
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run'] });
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-    await page.goto(url + `?threads=${THREADS}&rows=16&seed=1` + (MODEL ? '&model=' + encodeURIComponent(MODEL) : ''));
-    await page.waitForFunction(() => typeof igptHost !== 'undefined' && igptHost.app &&
-                               igptHost.state().model_state === 2 && igptHost.state().seen_tokens.length > 0,
-                               null, { timeout: 120000 });
-    for (const batch of [1, 8]) {
-      await page.evaluate((b) => { igptHost.action('samples', b); igptHost.action('complete'); }, batch);
-      await page.waitForFunction(() => !igptHost.state().running, null, { timeout: 600000, polling: 50 });
-      const s = await page.evaluate(() => igptHost.state());
-      console.log(`chromium wasm, model ${s.model}, ${THREADS} threads, batch ${batch}: ${s.message}`);
+    // Single-threaded figures are wall time in the page: 12 ms of work per frame, then the frame is drawn
+    // (headless chromium draws WebGL on the CPU with SwiftShader, which costs more than a GPU would).
+    const mt = await browserBench(browser, url, false);
+    const st = await browserBench(browser, url, true);
+    const native = {};
+    for (const b of BATCHES) native[b] = nativeBench(b);
+    const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-');
+    console.log(`model ${mt[0].model}; bottom half: 512 tokens kept, 512 sampled per sample; chromium ` +
+                `(${execFileSync('/usr/bin/chromium', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()}), ` +
+                `${require('os').cpus()[0].model}, load ${require('os').loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log('| build | batch | complete (s) | prefill (s) | decode tokens/s | native complete (s) | ' +
+                'native decode tokens/s | time wasm/native |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const [name, rows] of [[`wasm, ${THREADS} threads`, mt], ['wasm, single-threaded', st]]) {
+      for (const r of rows) {
+        const n = native[r.batch];
+        console.log(`| ${name} | ${r.batch} | ${f(r.seconds)} | ${f(r.prefill, 3)} | ${f(r.tps, 0)} | ` +
+                    `${n ? f(n.seconds) : '-'} | ${n ? f(n.tps, 0) : '-'} | ${n ? f(r.seconds / n.seconds) + 'x' : '-'} |`);
+      }
     }
+    if (!native[1]) console.log(`(no native figures: ${NATIVE} not built)`);
   } finally {
     await browser.close();
     proc.kill();

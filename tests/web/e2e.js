@@ -5,7 +5,12 @@
 // filled, the samples fill in progressively frame by frame, the frame rate holds, cancel, a corrupt image and a
 // missing model give one-line errors and the app keeps working, a model file opened from disk (the "Open
 // model file..." button's file chooser) is listed as local and completes, a corrupt one dropped on the page
-// and a too-large one give one-line errors and keep the model, settings survive a reload. Screenshots go to
+// and a too-large one give one-line errors and keep the model, settings survive a reload. Then: the first
+// load's bytes (< 5 MB), the service worker's offline copy (a reload with the server stopped still starts
+// and completes, cross-origin isolated), "clear cache" empties both caches; a page that is NOT cross-origin
+// isolated (serve.py --no-isolation) runs the single-threaded build, says so, completes (the same tokens as
+// the threaded build) and cancels; a threaded start whose workers cannot load falls back to that build, and
+// a model the cache refuses (quota) is kept in memory and the page says so. Screenshots go to
 // build-web/test-web/.
 'use strict';
 const { spawn } = require('child_process');
@@ -27,10 +32,12 @@ function check(ok, what, detail = '') {
   return ok;
 }
 
-function startServer() {
+const FIRST_LOAD_LIMIT = 5 * 1000 * 1000;  // bytes: wasm + JS + page + the tiny model
+
+function startServer(extra = [], port = 0) {
   return new Promise((resolve, reject) => {
-    const proc = spawn('python3', [path.join(REPO, 'serve.py'), '--port', '0', '--root', ROOT, '--quiet'],
-                       { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn('python3', [path.join(REPO, 'serve.py'), '--port', String(port), '--root', ROOT, '--quiet',
+                                   ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     proc.stdout.on('data', (d) => {
       buf += d;
@@ -56,6 +63,34 @@ const countFrames = () => new Promise((res) => {
   requestAnimationFrame(tick);
 });
 const state = (page) => page.evaluate(() => igptHost.state());
+const appReady = () => typeof igptHost !== 'undefined' && igptHost.app && igptHost.state().model_state === 2 &&
+                       igptHost.state().seen_tokens.length > 0;
+// Names of the service worker's caches and what the app-shell one holds.
+const cacheInfo = (page) => page.evaluate(async () => {
+  const keys = await caches.keys();
+  const app = keys.find((k) => k.startsWith('igpt-app-'));
+  const files = app ? (await (await caches.open(app)).keys()).map((r) => new URL(r.url).pathname) : [];
+  return { keys, files };
+});
+
+// Completes and watches from inside the page, frame by frame, how far sample 0 has been drawn and how fast
+// frames come while it runs. -> {levels, frames, ms, n_ctx}
+const watchCompletion = (page) => page.evaluate(() => new Promise((resolve) => {
+  igptHost.action('complete');
+  const levels = new Set();
+  let frames = 0, started = false;
+  const t0 = performance.now();
+  const tick = () => {
+    const st = igptHost.state();
+    const t = performance.now() - t0;
+    if (st.running) started = true;
+    if (started) frames++;
+    if (st.results && st.results.length) levels.add(st.results[0].filled);
+    if ((st.running || (!started && t < 5000)) && t < 300000) requestAnimationFrame(tick);
+    else resolve({ levels: [...levels], frames, ms: t, n_ctx: st.n_ctx });
+  };
+  requestAnimationFrame(tick);
+}));
 
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
@@ -68,6 +103,13 @@ async function main() {
     const page = await context.newPage();
     page.on('console', (m) => consoleLines.push(m.text()));
     page.on('pageerror', (e) => consoleLines.push('pageerror: ' + e.message));
+    // Every response of the first visit (page, workers, service worker), with its transferred size.
+    const firstLoad = [];
+    let counting = true;
+    context.on('response', (r) => {
+      if (counting) firstLoad.push(r.request().sizes().then((z) => ({ url: r.url(), status: r.status(),
+        bytes: z.responseBodySize + z.responseHeadersSize })).catch(() => ({ url: r.url(), bytes: 0 })));
+    });
 
     await page.goto(server.url + '?seed=3&samples=4&rows=20&temperature=1&top_k=0&threads=1');
     check(await page.evaluate(() => self.crossOriginIsolated === true), 'page is crossOriginIsolated');
@@ -76,6 +118,19 @@ async function main() {
                        null, 60000, 'model + sample image')) return;
     let s = await state(page);
     check(s.model !== '' && s.n_ctx > 0, 'model loaded from the manifest', `${s.model}, n_ctx ${s.n_ctx}`);
+    check(s.threaded && s.mode_note === '', 'cross-origin isolated page runs the threaded build');
+    // The first load: wait until the service worker holds the wasm build too, then add up the bytes.
+    await waitFor(page, () => caches.keys().then(async (ks) => {
+      const k = ks.find((x) => x.startsWith('igpt-app-'));
+      return k && !!(await (await caches.open(k)).match('igpt_web.wasm'));
+    }), null, 30000, 'service worker to cache the app');
+    counting = false;
+    const loads = await Promise.all(firstLoad);
+    const total = loads.reduce((a, l) => a + l.bytes, 0);
+    const top = loads.slice().sort((a, b) => b.bytes - a.bytes).slice(0, 4)
+      .map((l) => `${new URL(l.url).pathname.split('/').pop()} ${(l.bytes / 1e6).toFixed(2)}`).join(', ');
+    console.log(`first load: ${loads.length} responses, ${(total / 1e6).toFixed(2)} MB (largest: ${top} MB)`);
+    check(total < FIRST_LOAD_LIMIT, 'first load under 5 MB', `${(total / 1e6).toFixed(2)} MB`);
     check(s.settings.rows === 20 && s.settings.samples === 4 && s.settings.seed === 3 && s.settings.threads === 1,
           'settings from the URL');
 
@@ -139,6 +194,7 @@ async function main() {
     check(!s.error && /done in/.test(s.message), 'status line reports the time', s.message);
     await page.screenshot({ path: path.join(OUT, 'screenshot.png') });
     const tokensBefore = JSON.stringify(s.results.map((r) => r.tokens));
+    isolatedTokens = tokensBefore;
 
     // Download one sample and the grid: PNG files named with the settings.
     for (const [act, arg, re] of [['png', 2, /_rows25_.*_seed3_sample3\.png$/], ['grid', 0, /_grid\.png$/]]) {
@@ -302,10 +358,131 @@ async function main() {
     check(s.settings.rows === 28 && s.settings.samples === 2 && s.settings.seed === 3, 'settings survive a reload',
           JSON.stringify(s.settings));
     check(/from the browser cache/.test(s.message), 'model comes from the cache the second time', s.message);
+    check(await page.evaluate(() => !!navigator.serviceWorker.controller && self.crossOriginIsolated),
+          'second visit: served by the service worker and still cross-origin isolated');
+    let ci = await cacheInfo(page);
+    check(['/', '/index.html', '/shell.js', '/igpt_web.js', '/igpt_web.wasm', '/igpt_web.worker.js',
+           '/assets/models/manifest.json', '/assets/samples/house.png'].every((f) => ci.files.includes(f)) &&
+          !ci.files.some((f) => /igpt_web_st/.test(f)), 'the app shell is in the service worker\'s cache',
+          `${ci.files.length} files`);
+
+    // Offline: the server is gone; a reload starts from the service worker's cache, the model from the
+    // model cache, and a completion runs -- still cross-origin isolated, still threaded.
+    server.proc.kill();
+    await new Promise((r) => server.proc.once('exit', r));
+    await page.reload();
+    const offlineUp = await waitFor(page, appReady, null, 60000, 'offline reload');
+    if (offlineUp) {
+      s = await state(page);
+      check(await page.evaluate(() => self.crossOriginIsolated) && s.threaded, 'offline reload: threaded, isolated');
+      await page.evaluate(() => { igptHost.action('samples', 1); igptHost.action('rows', 28); igptHost.action('complete'); });
+      await waitFor(page, () => !igptHost.state().running, null, 60000, 'offline completion');
+      s = await state(page);
+      check(s.results.length === 1 && s.results[0].filled === s.n_ctx, 'offline: the app starts and completes',
+            s.message);
+    }
+    // "clear cache" deletes both the model cache and the offline copy.
+    await page.evaluate(() => igptHost.action('clear_cache'));
+    await waitFor(page, () => /cleared/.test(igptHost.state().message), null, 10000, 'clear cache');
+    ci = await cacheInfo(page);
+    check(!ci.keys.some((k) => k.startsWith('igpt-')), '"clear cache" empties the model cache and the offline copy',
+          ci.keys.join(', '));
   } finally {
     const errors = consoleLines.filter((l) => /pageerror|Aborted|RuntimeError/.test(l));
     check(errors.length === 0, 'no page errors', errors.slice(0, 3).join(' | '));
     fs.writeFileSync(path.join(OUT, 'console.log'), consoleLines.join('\n') + '\n');
+    await browser.close();
+    server.proc.kill();
+  }
+  await singleThreaded(isolatedTokens);
+  await threadedStartFails();
+}
+
+let isolatedTokens = null;  // the main run's first completion: seed 3, 4 samples, 25 rows kept, 1 thread
+
+// A page that is not cross-origin isolated (serve.py --no-isolation): the single-threaded build starts, says
+// why in the UI, completes (kept rows = the input's quantised rows; the same tokens as the threaded build
+// for the same settings), fills the tiles progressively while frames keep coming, and cancels.
+async function singleThreaded(expectTokens) {
+  const server = await startServer(['--no-isolation']);
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+                                          args: CHROMIUM_ARGS, headless: true });
+  const lines = [];
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page.on('console', (m) => lines.push(m.text()));
+    page.on('pageerror', (e) => lines.push('pageerror: ' + e.message));
+    await page.goto(server.url + `?seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0`);
+    check(await page.evaluate(() => self.crossOriginIsolated === false), 'no-isolation page is not isolated');
+    if (!await waitFor(page, appReady, null, 90000, 'single-threaded app')) return;
+    let s = await state(page);
+    check(!s.threaded && /single-threaded mode/.test(s.mode_note) && /not cross-origin isolated/.test(s.mode_note),
+          'single-threaded build runs and the UI says why', s.mode_note);
+    const idleFps = await page.evaluate(countFrames);
+    const watch = await watchCompletion(page);
+    await waitFor(page, () => !igptHost.state().running, null, 300000, 'single-threaded completion');
+    s = await state(page);
+    const kept = KEEP * s.image_w;
+    check(s.results.length === 4 && s.results.every((r) => r.kept === kept && r.filled === s.n_ctx &&
+          r.tokens.slice(0, kept).every((t, i) => t === s.seen_tokens[i])) && /done in/.test(s.message),
+          'single-threaded: completes, kept rows equal the input\'s quantised rows', s.message);
+    if (expectTokens)
+      check(JSON.stringify(s.results.map((r) => r.tokens)) === expectTokens,
+            'single-threaded: the same samples as the threaded build for the same seed');
+    const partial = watch.levels.filter((f) => f > kept && f < watch.n_ctx).length;
+    check(partial >= 2, 'single-threaded: tiles fill in progressively', `${partial} partial levels`);
+    const fps = watch.frames / Math.max(0.001, watch.ms / 1000);
+    check(fps >= Math.max(3, Math.min(30, idleFps / 3)), 'single-threaded: UI keeps drawing during completion',
+          `${fps.toFixed(1)} frames/s while running, ${idleFps} idle`);
+    await page.screenshot({ path: path.join(OUT, 'single-threaded.png') });
+    await page.evaluate(() => { igptHost.action('samples', 16); igptHost.action('rows', 0); igptHost.action('complete'); });
+    await page.waitForTimeout(300);
+    s = await state(page);
+    const wasRunning = s.running;
+    await page.evaluate(() => igptHost.action('cancel'));
+    s = await state(page);
+    check(wasRunning && !s.running && s.message === 'cancelled', 'single-threaded: cancel stops at once');
+    await page.evaluate(() => { igptHost.action('samples', 1); igptHost.action('rows', 28); igptHost.action('complete'); });
+    await waitFor(page, () => !igptHost.state().running, null, 60000, 'single-threaded completion after cancel');
+    s = await state(page);
+    check(s.results.length === 1 && s.results[0].filled === s.n_ctx, 'single-threaded: completes after cancel',
+          s.message);
+  } finally {
+    const errors = lines.filter((l) => /pageerror|Aborted|RuntimeError/.test(l));
+    check(errors.length === 0, 'single-threaded: no page errors', errors.slice(0, 3).join(' | '));
+    await browser.close();
+    server.proc.kill();
+  }
+}
+
+// A cross-origin isolated page whose worker threads cannot start (their script fails to load) falls back
+// to the single-threaded build instead of hanging; and a model the cache refuses (quota exceeded) is kept
+// in memory, and the page says so.
+async function threadedStartFails() {
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+                                          args: CHROMIUM_ARGS, headless: true });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    await context.route('**/igpt_web.worker.js', (r) => r.abort());
+    await context.addInitScript(() => {
+      const put = Cache.prototype.put;
+      Cache.prototype.put = function (req, resp) {
+        if (/safetensors/.test(typeof req === 'string' ? req : req.url))
+          return Promise.reject(new DOMException('quota', 'QuotaExceededError'));
+        return put.call(this, req, resp);
+      };
+    });
+    const page = await context.newPage();
+    await page.goto(server.url + '?startup_timeout=6');
+    if (!await waitFor(page, appReady, null, 90000, 'fallback after a failed threaded start')) return;
+    const s = await state(page);
+    check(!s.threaded && /single-threaded mode/.test(s.mode_note) &&
+          /did not start|stopped at start-up/.test(s.mode_note), 'threads that cannot start: single-threaded fallback',
+          s.mode_note);
+    check(/kept in memory only.*storage full/.test(s.message), 'cache quota exceeded: model kept in memory, page says so',
+          s.message);
+  } finally {
     await browser.close();
     server.proc.kill();
   }

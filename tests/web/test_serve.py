@@ -123,6 +123,30 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(r.status, 501)
         self.assert_isolated(r)
 
+    def test_no_isolation_flag(self):
+        # --no-isolation: no COOP/COEP (the page is not cross-origin isolated: the app's single-threaded
+        # build), everything else as usual; the first line says so.
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'serve.py'), '--port', '0', '--root',
+                                 os.path.join(self.tmp.name, 'www'), '--quiet', '--no-isolation'],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            line = proc.stdout.readline()
+            self.assertIn('not cross-origin isolated', line)
+            host, port = line.split('http://', 1)[1].split('/', 1)[0].rsplit(':', 1)
+            c = http.client.HTTPConnection(host, int(port), timeout=10)
+            c.request('GET', '/')
+            r = c.getresponse()
+            r.read()
+            c.close()
+            self.assertEqual(r.status, 200)
+            self.assertIsNone(r.getheader('Cross-Origin-Opener-Policy'))
+            self.assertIsNone(r.getheader('Cross-Origin-Embedder-Policy'))
+            self.assertEqual(r.getheader('X-Content-Type-Options'), 'nosniff')
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            proc.stdout.close()
+
 
 if __name__ == '__main__':
     result = unittest.main(exit=False, verbosity=1).result

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "error.h"
 
@@ -79,6 +80,30 @@ void heat_colour(float v, uint8_t* rgb) {
     const int i = std::min(3, int(v));
     const float f = v - float(i);
     for (int c = 0; c < 3; ++c) rgb[c] = uint8_t(std::lround(stops[i][c] * (1 - f) + stops[i + 1][c] * f));
+}
+
+std::string command_line() {
+    std::ifstream f("/proc/self/cmdline", std::ios::binary);
+    std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), out;
+    std::string arg;
+    auto flush = [&] {
+        if (!out.empty()) out += ' ';
+        const bool quote = arg.empty() || arg.find_first_of(" \t'\"$") != std::string::npos;
+        out += quote ? "'" + arg + "'" : arg;
+        arg.clear();
+    };
+    for (char c : raw) {
+        if (c == '\0') flush();
+        else arg += c;
+    }
+    if (!arg.empty()) flush();
+    if (!out.empty()) {
+        // the program's own path is noise: keep its name
+        const size_t sp = out.find(' ');
+        const std::string prog = out.substr(0, sp);
+        out = std::filesystem::path(prog).filename().string() + (sp == std::string::npos ? "" : out.substr(sp));
+    }
+    return out;
 }
 
 }  // namespace igpt_cli

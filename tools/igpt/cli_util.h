@@ -21,6 +21,9 @@ igpt::Image tokens_to_image(const igpt::Model& m, const int32_t* tokens, int32_t
 // A grid of equally sized tiles (rows x cols), each enlarged by `scale`, separated by `scale`-pixel gaps.
 igpt::Image make_grid(const std::vector<std::vector<igpt::Image>>& rows, int32_t scale);
 
+// The exact command line of this process (program name without its path), for provenance.
+std::string command_line();
+
 // Maps v in [0, 1] to a perceptual dark-to-bright colour (black, purple, orange, yellow).
 void heat_colour(float v, uint8_t* rgb);
 

@@ -13,6 +13,9 @@
 #include "error.h"
 #include "sampler.h"
 #include "session.h"
+#ifdef IGPT_WITH_CUDA
+#include "cuda/backend_cuda.h"
+#endif
 
 namespace igpt_cli {
 
@@ -23,7 +26,7 @@ double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::dura
 
 // The machine's ceilings, measured here: an fp32 1024^3 GEMM with our kernel, and a large memcpy.
 struct Limits {
-    double gflops = 0, copy_gbs = 0;
+    double gflops = 0, copy_gbs = 0, read_gbs = 0;
 };
 
 Limits measure_limits(int32_t threads) {
@@ -50,6 +53,22 @@ Limits measure_limits(int32_t threads) {
         best = std::min(best, secs(t0, Clock::now()));
     }
     L.copy_gbs = double(bytes) / best / 1e9;
+    // Read bandwidth: every thread sums its share of the buffer (what streaming the weights needs).
+    const int64_t nf = int64_t(bytes / 4);
+    std::vector<float> buf(size_t(nf), 1.0f);
+    std::vector<double> sums(size_t(pool.size()));
+    best = 1e9;
+    for (int r = 0; r < 4; ++r) {
+        auto t0 = Clock::now();
+        pool.parallel_for(nf / 4096, 1, [&](int64_t b, int64_t e, int32_t t) {
+            float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t i = b * 4096; i < e * 4096; i += 8)
+                for (int j = 0; j < 8; ++j) acc[j] += buf[size_t(i + j)];
+            for (float a : acc) sums[size_t(t)] += a;
+        });
+        best = std::min(best, secs(t0, Clock::now()));
+    }
+    L.read_gbs = double(bytes) / best / 1e9;
     return L;
 }
 
@@ -57,8 +76,10 @@ Limits measure_limits(int32_t threads) {
 
 void register_bench(CLI::App& app) {
     struct Opts {
-        std::string model, config = "tiny", device = "cpu";
+        std::string model, config = "tiny", device = "auto";
         int32_t batch = 1, threads = 0, rows = -1, repeats = 1;
+        std::string dtype = "f32";
+        double hbm_gbs = 3350;  // H100 SXM HBM3
     };
     auto o = std::make_shared<Opts>();
     auto* c = app.add_subcommand("bench", "measure prefill/decode speed and the time to complete half an image");
@@ -68,7 +89,12 @@ void register_bench(CLI::App& app) {
     c->add_option("-j,--threads", o->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
     c->add_option("-r,--rows", o->rows, "rows kept (default half)");
     c->add_option("--repeats", o->repeats, "repeat the completion, report the best")->check(CLI::Range(1, 20));
-    c->add_option("--device", o->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    c->add_option("--dtype", o->dtype, "random weights stored as f32 or f16 (as if read from such a model file)")
+        ->check(CLI::IsMember({"f32", "f16"}));
+    c->add_option("--device", o->device, "cpu, cuda or auto (CUDA when a GPU is present)")
+        ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    c->add_option("--hbm-gbs", o->hbm_gbs, "GPU memory bandwidth (GB/s) the decode steps are compared with")
+        ->check(CLI::PositiveNumber);
     c->callback([o] {
         std::shared_ptr<const igpt::Model> model;
         if (!o->model.empty()) {
@@ -78,7 +104,12 @@ void register_bench(CLI::App& app) {
             std::vector<uint8_t> rgb(size_t(cfg.vocab) * 3);
             igpt::Rng r(3);
             for (auto& x : rgb) x = uint8_t(r.next());
-            model = std::make_shared<const igpt::Model>(igpt::init_model(cfg, igpt::Palette(rgb), 1));
+            igpt::Model m = igpt::init_model(cfg, igpt::Palette(rgb), 1);
+            if (o->dtype == "f16") {  // round-trip through an f16 model file: what loading one gives
+                const std::vector<uint8_t> bytes = igpt::serialize_model(m, igpt::DType::F16);
+                m = igpt::load_model_from_memory(bytes.data(), bytes.size(), "f16 copy");
+            }
+            model = std::make_shared<const igpt::Model>(std::move(m));
         }
         const auto& cfg = model->cfg;
         const int32_t threads = o->threads > 0 ? o->threads : int32_t(std::max(1u, std::thread::hardware_concurrency()));
@@ -86,15 +117,29 @@ void register_bench(CLI::App& app) {
         const int32_t rows = o->rows < 0 ? cfg.image_h / 2 : std::min(o->rows, cfg.image_h);
         const int32_t k = rows * cfg.image_w;
         const double C = cfg.width, Hd = cfg.hidden(), L = cfg.layers;
+        const igpt::BackendKind kind = parse_device(o->device);
+        const bool gpu = kind == igpt::BackendKind::Cuda;
+        auto backend = igpt::make_backend(kind, *model, threads);
         std::printf("model: %s (width %d, layers %d, heads %d, %.2fM params), %dx%d, batch %d, %d threads, device %s\n",
                     cfg.name.c_str(), cfg.width, cfg.layers, cfg.heads, double(cfg.n_params()) / 1e6, cfg.image_h,
-                    cfg.image_w, B, threads, o->device.c_str());
+                    cfg.image_w, B, threads, backend->name().c_str());
 
-        const Limits lim = measure_limits(threads);
-        std::printf("machine: fp32 GEMM 1024^3 %.1f GFLOP/s (our kernel, %d threads); memcpy %.1f GB/s\n", lim.gflops,
-                    threads, lim.copy_gbs);
-
-        auto backend = igpt::make_backend(parse_device(o->device), *model, threads);
+        Limits lim;
+        double es = 4;  // bytes per weight and per cached key/value element on the device
+        if (!gpu) {
+            lim = measure_limits(threads);
+            std::printf("machine: fp32 GEMM 1024^3 %.1f GFLOP/s (our kernel, %d threads); memcpy %.1f GB/s; read %.1f GB/s\n",
+                        lim.gflops, threads, lim.copy_gbs, lim.read_gbs);
+        }
+#ifdef IGPT_WITH_CUDA
+        if (gpu) {
+            const igpt::CudaDeviceInfo info = igpt::cuda_device_info(true);
+            es = igpt::cuda_default_precision() == igpt::CudaPrecision::F32 ? 4 : 2;
+            std::printf("gpu: %s, %d SMs, %.0f GB; device-to-device copy %.0f GB/s (read + write, measured); decode "
+                        "steps compared with %.0f GB/s\n",
+                        info.name.c_str(), info.sm_count, info.memory_gb, info.copy_gbs, o->hbm_gbs);
+        }
+#endif
         igpt::Rng rng(5);
         std::vector<int32_t> prompt(static_cast<size_t>(T));
         for (auto& t : prompt) t = int32_t(rng.next() % uint64_t(V));
@@ -118,8 +163,12 @@ void register_bench(CLI::App& app) {
         const double M = double(B) * np;
         const double pre_flops = 2 * M * L * (4 * C * C + 2 * C * Hd) + 2.0 * B * V * C +
                                  L * B * 4.0 * C * (double(np) * (np + 1) / 2);  // causal QK^T and PV
-        std::printf("prefill: %d positions x %d: %.3f s, %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the GEMM ceiling)\n", np,
-                    B, t_pre, M / t_pre, pre_flops / t_pre / 1e9, 100 * pre_flops / t_pre / 1e9 / lim.gflops);
+        if (gpu)
+            std::printf("prefill: %d positions x %d: %.4f s, %.0f tokens/s, %.1f TFLOP/s\n", np, B, t_pre, M / t_pre,
+                        pre_flops / t_pre / 1e12);
+        else
+            std::printf("prefill: %d positions x %d: %.3f s, %.0f tokens/s, %.1f GFLOP/s (%.0f%% of the GEMM ceiling)\n",
+                        np, B, t_pre, M / t_pre, pre_flops / t_pre / 1e9, 100 * pre_flops / t_pre / 1e9 / lim.gflops);
 
         // Decode: B sequences, positions np..T-1, one token per step (cache fanned out as a session does).
         backend->reset(B);
@@ -133,15 +182,29 @@ void register_bench(CLI::App& app) {
             backend->forward(step.data(), B, 1, pos, logits.data(), false);
         }
         const double t_dec = steps > 0 ? secs(t0, Clock::now()) : 0;
-        if (steps > 0) {
-            const double wbytes = 4.0 * (L * (4 * C * C + 2 * C * Hd) + V * C);  // weights read once per step
-            const double kv_bytes = 4.0 * L * B * 2 * C * (double(np) + T) / 2;  // mean cache read per step
+        // Bytes one decode step must read: every weight matrix once, and the KV cache of every sequence up to
+        // its position (mean over the steps).
+        const double step_wbytes = es * (L * (4 * C * C + 2 * C * Hd) + V * C);
+        const double step_kvbytes = es * L * B * 2 * C * (double(np) + T) / 2;
+        if (steps > 0 && gpu) {
+            const double per = t_dec / steps, ideal = (step_wbytes + step_kvbytes) / (o->hbm_gbs * 1e9);
+            std::printf("decode (forward() per step, host round trip): %d steps x %d: %.3f s, %.3f ms/step "
+                        "(weights %.1f MB + KV %.1f MB: %.3f ms at %.0f GB/s; ratio %.2fx)\n",
+                        steps, B, t_dec, per * 1e3, step_wbytes / 1e6, step_kvbytes / 1e6, ideal * 1e3, o->hbm_gbs,
+                        per / ideal);
+        }
+        if (steps > 0 && !gpu) {
+            // Weights read once per step (f16 model files decode from half-precision weights), and the mean
+            // KV cache read per step, compared with a parallel read of a large buffer on the same threads.
+            const double wb = model->file_dtype == igpt::DType::F16 && igpt::have_matmul_f16() ? 2.0 : 4.0;
+            const double wbytes = wb * (L * (4 * C * C + 2 * C * Hd) + V * C);
+            const double kv_bytes = 4.0 * L * B * 2 * C * (double(np) + T) / 2;
             const double per = t_dec / steps;
-            const double stream = wbytes / (lim.copy_gbs * 1e9);
+            const double stream = wbytes / (lim.read_gbs * 1e9);
             std::printf("decode:  %d steps x %d: %.3f s, %.0f tokens/s, %.2f ms/step, %.1f GB/s "
-                        "(weights %.1f MB: streaming them once takes %.2f ms; ratio %.2fx)\n",
+                        "(weights %.1f MB: reading them once at %.1f GB/s takes %.2f ms; ratio %.2fx)\n",
                         steps, B, t_dec, double(steps) * B / t_dec, per * 1e3, (wbytes + kv_bytes) / per / 1e9,
-                        wbytes / 1e6, stream * 1e3, per / stream);
+                        wbytes / 1e6, lim.read_gbs, stream * 1e3, per / stream);
         }
 
         // The user's path: a CompletionSession (prefill once, fan out, sample B images).
@@ -159,6 +222,41 @@ void register_bench(CLI::App& app) {
             best = std::min(best, secs(t1, Clock::now()));
         }
         std::printf("complete: keep %d rows, sample %d pixels x %d: %.3f s\n", rows, T - k, B, best);
+
+        // On a device that samples by itself: the same completion through Backend::generate with the weights
+        // already resident (what a PyTorch generate() timing measures), best of the repeats after a warm-up.
+        std::vector<int32_t> out(size_t(B) * size_t(T));
+        igpt::GenerateRequest rq;
+        rq.prompt = prompt.data();
+        rq.n_kept = k;
+        rq.n_samples = B;
+        rq.tokens = out.data();
+        igpt::GenerateStats st, best_st;
+        rq.stats = &st;
+        double best_gen = 1e9;
+        bool generated = false;
+        for (int r = 0; r <= std::max(2, o->repeats) && k < T; ++r) {
+            auto t1 = Clock::now();
+            if (!backend->generate(rq)) break;
+            generated = true;
+            const double t = secs(t1, Clock::now());
+            if (r > 0 && t < best_gen) {
+                best_gen = t;
+                best_st = st;
+            }
+        }
+        if (generated) {
+            const double per = best_st.steps > 0 ? best_st.decode_s / best_st.steps : 0;
+            const double ideal = (step_wbytes + step_kvbytes) / (o->hbm_gbs * 1e9);
+            std::printf("complete (weights resident, sampling on the device, graph per step): %.3f s (prefill %.4f s, "
+                        "decode %.3f ms/step; weights + KV read in %.3f ms at %.0f GB/s: ratio %.2fx)\n",
+                        best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3, o->hbm_gbs, per / ideal);
+            std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f step_ms=%.4f ideal_ms=%.4f\n",
+                        gpu ? "cuda" : "cpu", cfg.name.c_str(), B, best_gen, per * 1e3, ideal * 1e3);
+        } else {
+            std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",
+                        cfg.name.c_str(), B, best);
+        }
     });
 }
 

@@ -23,7 +23,7 @@ struct SampleOpts {
     uint64_t seed = 1;
     int32_t threads = 0;
     int32_t scale = 4;
-    std::string device = "cpu";
+    std::string device = "auto";  // CUDA when a GPU is present
     std::string out;
 };
 
@@ -35,7 +35,8 @@ void add_sample_opts(CLI::App* c, SampleOpts& o) {
     c->add_option("-s,--seed", o.seed, "random seed (same seed, same samples)");
     c->add_option("-j,--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
     c->add_option("--scale", o.scale, "enlargement of each tile in the output PNG")->check(CLI::Range(1, 32));
-    c->add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    c->add_option("--device", o.device, "cpu, cuda or auto (CUDA when a GPU is present)")
+        ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
 }
 
 // Runs one session to the end, drawing a progress bar; returns n_samples * n_ctx tokens.
@@ -147,7 +148,7 @@ void register_sample(CLI::App& app) {
 
 void register_nll(CLI::App& app) {
     struct Opts {
-        std::string model, heatmap, device = "cpu";
+        std::string model, heatmap, device = "auto";
         std::vector<std::string> images;
         int32_t threads = 0, batch = 8, scale = 4;
         bool quiet = false;
@@ -160,7 +161,8 @@ void register_nll(CLI::App& app) {
     c->add_option("-b,--batch", o->batch, "images per forward pass")->check(CLI::Range(1, 256));
     c->add_option("-j,--threads", o->threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
     c->add_option("--scale", o->scale, "enlargement of the heat-map tiles")->check(CLI::Range(1, 32));
-    c->add_option("--device", o->device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+    c->add_option("--device", o->device, "cpu, cuda or auto (CUDA when a GPU is present)")
+        ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
     c->add_flag("-q,--quiet", o->quiet, "print only the mean");
     c->callback([o] {
         auto model = load_model_shared(o->model);
@@ -222,6 +224,11 @@ void register_info(CLI::App& app) {
         std::printf("image:       %dx%d = %d tokens, palette of %d colours\n", c.image_h, c.image_w, c.n_ctx(), c.vocab);
         std::printf("parameters:  %lld (%.2fM)%s\n", (long long)c.n_params(), double(c.n_params()) / 1e6,
                     c.bias ? ", with biases" : "");
+        if (m.has_head()) {
+            std::string names;
+            for (const auto& n : m.classes) names += (names.empty() ? "" : ", ") + n;
+            std::printf("classifier:  %zu classes (%s)\n", m.classes.size(), names.c_str());
+        }
         std::printf("provenance:  %s\n", m.provenance.c_str());
     });
 }

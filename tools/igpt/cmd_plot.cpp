@@ -1,6 +1,6 @@
 // `igpt plot`: the training curves of one or more runs (metrics.jsonl) drawn to a PNG: train bits per
 // pixel (smoothed, thin) and validation bits per pixel (thick, with markers) against steps, one colour per
-// run. Drawn by hand into an RGB buffer; text with stb_easy_font.
+// run. Drawn by hand into an RGB buffer (chart.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,11 +10,10 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "chart.h"
 #include "commands.h"
 #include "error.h"
 #include "image.h"
-
-#include <stb/stb_easy_font.h>
 
 namespace fs = std::filesystem;
 
@@ -53,64 +52,6 @@ Curve read_run(const std::string& path, int32_t index) {
     return c;
 }
 
-struct Canvas {
-    int32_t w, h;
-    std::vector<uint8_t> rgb;
-    Canvas(int32_t w_, int32_t h_) : w(w_), h(h_), rgb(size_t(w_) * h_ * 3, 255) {}
-    void px(int32_t x, int32_t y, const uint8_t* c) {
-        if (x < 0 || y < 0 || x >= w || y >= h) return;
-        std::copy(c, c + 3, &rgb[(size_t(y) * w + x) * 3]);
-    }
-    void rect(int32_t x0, int32_t y0, int32_t x1, int32_t y1, const uint8_t* c) {
-        for (int32_t y = y0; y < y1; y++)
-            for (int32_t x = x0; x < x1; x++) px(x, y, c);
-    }
-    void line(double x0, double y0, double x1, double y1, const uint8_t* c, int32_t thick) {
-        const int32_t n = int32_t(std::max(std::abs(x1 - x0), std::abs(y1 - y0))) + 1;
-        for (int32_t i = 0; i <= n; i++) {
-            const double t = double(i) / n;
-            const int32_t x = int32_t(std::lround(x0 + (x1 - x0) * t)), y = int32_t(std::lround(y0 + (y1 - y0) * t));
-            rect(x - thick / 2, y - thick / 2, x - thick / 2 + thick, y - thick / 2 + thick, c);
-        }
-    }
-    // stb_easy_font quads, scaled
-    void text(double x, double y, const std::string& s, const uint8_t* c, int32_t scale = 2) {
-        static char buf[60000];
-        const int quads = stb_easy_font_print(0, 0, const_cast<char*>(s.c_str()), nullptr, buf, sizeof buf);
-        const float* v = reinterpret_cast<const float*>(buf);
-        for (int q = 0; q < quads; q++) {
-            const float* a = v + q * 16;  // 4 vertices of (x, y, z, color)
-            const float qx0 = a[0], qy0 = a[1], qx1 = a[8], qy1 = a[9];
-            rect(int32_t(x + qx0 * scale), int32_t(y + qy0 * scale), int32_t(x + qx1 * scale),
-                 int32_t(y + qy1 * scale), c);
-        }
-    }
-    static int32_t text_width(const std::string& s, int32_t scale = 2) {
-        return stb_easy_font_width(const_cast<char*>(s.c_str())) * scale;
-    }
-};
-
-// ~n "nice" tick values covering [lo, hi]
-std::vector<double> ticks(double lo, double hi, int n) {
-    const double raw = (hi - lo) / n, mag = std::pow(10.0, std::floor(std::log10(raw)));
-    double step = mag;
-    for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
-        if (m * mag >= raw) {
-            step = m * mag;
-            break;
-        }
-    std::vector<double> t;
-    for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step) t.push_back(v);
-    return t;
-}
-
-std::string fmt(double v) {
-    char b[32];
-    if (std::abs(v) >= 1000 && std::fmod(v, 1000) == 0) std::snprintf(b, sizeof b, "%gk", v / 1000);
-    else std::snprintf(b, sizeof b, "%g", v);
-    return b;
-}
-
 void plot(const std::vector<std::string>& runs, const std::string& out, int32_t W, int32_t H, double ymax_opt) {
     std::vector<Curve> curves;
     for (size_t i = 0; i < runs.size(); i++) curves.push_back(read_run(runs[i], int32_t(i)));
@@ -137,12 +78,12 @@ void plot(const std::vector<std::string>& runs, const std::string& out, int32_t 
     auto Y = [&](double v) { return H - B - (H - T - B) * (v - y0) / (y1 - y0); };
     for (double t : ticks(0, x1, 8)) {
         cv.line(X(t), T, X(t), H - B, grid, 1);
-        const std::string s = fmt(t);
+        const std::string s = fmt_tick(t);
         cv.text(X(t) - Canvas::text_width(s) / 2.0, H - B + 10, s, black);
     }
     for (double t : ticks(y0, y1, 6)) {
         cv.line(L, Y(t), W - R, Y(t), grid, 1);
-        const std::string s = fmt(t);
+        const std::string s = fmt_tick(t);
         cv.text(L - 10 - Canvas::text_width(s), Y(t) - 6, s, black);
     }
     cv.line(L, T, L, H - B, black, 2);
@@ -150,11 +91,9 @@ void plot(const std::vector<std::string>& runs, const std::string& out, int32_t 
     cv.text((W - Canvas::text_width("step")) / 2.0, H - 30, "step", black);
     cv.text(10, T - 35, "bits per pixel (train: smoothed, thin; validation: thick with markers)", grey);
 
-    static const uint8_t colours[][3] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},
-                                         {214, 39, 40},  {148, 103, 189}, {140, 86, 75}};
     auto clampY = [&](double v) { return std::clamp(Y(v), double(T), double(H - B)); };
     for (size_t r = 0; r < curves.size(); r++) {
-        const uint8_t* c = colours[r % 6];
+        const uint8_t* c = series_colour(r);
         uint8_t light[3];
         for (int k = 0; k < 3; k++) light[k] = uint8_t(c[k] + (255 - c[k]) * 0.45);
         const Curve& cu = curves[r];
@@ -179,11 +118,7 @@ void plot(const std::vector<std::string>& runs, const std::string& out, int32_t 
         cv.rect(lx, ly + 2, lx + 30, ly + 10, c);
         cv.text(lx + 40, ly - 2, label, black);
     }
-    igpt::Image img;
-    img.w = W;
-    img.h = H;
-    img.rgb = std::move(cv.rgb);
-    igpt::write_png(out, img, {{"Software", "igpt plot"}});
+    igpt::write_png(out, cv.image(), {{"Software", "igpt plot"}});
 }
 
 }  // namespace

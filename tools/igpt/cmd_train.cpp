@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "error.h"
 #include "model.h"
@@ -19,31 +20,6 @@ namespace fs = std::filesystem;
 namespace igpt_cli {
 
 namespace {
-
-// The exact command line of this process, for provenance.
-std::string command_line() {
-    std::ifstream f("/proc/self/cmdline", std::ios::binary);
-    std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), out;
-    std::string arg;
-    auto flush = [&] {
-        if (!out.empty()) out += ' ';
-        const bool quote = arg.empty() || arg.find_first_of(" \t'\"$") != std::string::npos;
-        out += quote ? "'" + arg + "'" : arg;
-        arg.clear();
-    };
-    for (char c : raw) {
-        if (c == '\0') flush();
-        else arg += c;
-    }
-    if (!arg.empty()) flush();
-    if (!out.empty()) {
-        // the program's own path is noise: keep its name
-        const size_t sp = out.find(' ');
-        const std::string prog = out.substr(0, sp);
-        out = fs::path(prog).filename().string() + (sp == std::string::npos ? "" : out.substr(sp));
-    }
-    return out;
-}
 
 struct TrainArgs {
     igpt::train::TrainOptions opt;

@@ -10,4 +10,5 @@ void register_bench(CLI::App& app);      // bench                               
 void register_train(CLI::App& app);      // train, export                       (cmd_train.cpp)
 void register_plot(CLI::App& app);       // plot                                (cmd_plot.cpp)
 void register_import(CLI::App& app);     // import hf, import tf                (cmd_import.cpp)
+void register_probe(CLI::App& app);      // features, probe, finetune, classify (cmd_probe.cpp)
 }  // namespace igpt_cli

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
 #ifdef IGPT_HAS_PLOT_CLI
     igpt_cli::register_plot(app);
 #endif
+#ifdef IGPT_HAS_PROBE_CLI
+    igpt_cli::register_probe(app);
+#endif
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Browser benchmark next to the native one, in one run: completes the bottom half of a 32x32 image with the
+# tiny model at batch 1 and 8 in headless chromium (threaded build on 2 threads, and the single-threaded
+# build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table with the ratio wasm/native.
+#   scripts/bench_web.sh [threads=2]
+# Builds what is missing: the web app (scripts/build_web.sh) and the native CLI (build/).
+# Environment: IGPT_WEB_BUILD (default build-web), IGPT_NATIVE_BUILD (default build).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WEB="$(realpath -m "${IGPT_WEB_BUILD:-$ROOT/build-web}")"
+NATIVE="$(realpath -m "${IGPT_NATIVE_BUILD:-$ROOT/build}")"
+THREADS="${1:-2}"
+if [ ! -f "$WEB/www/igpt_web.js" ] || [ ! -f "$WEB/www/igpt_web_st.js" ]; then
+    IGPT_WEB_BUILD="$WEB" bash "$ROOT/scripts/build_web.sh"
+fi
+if [ ! -x "$NATIVE/tools/igpt/igpt" ]; then
+    cmake -S "$ROOT" -B "$NATIVE" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+    cmake --build "$NATIVE" -j 2 --target igpt
+fi
+if [ ! -d "$ROOT/tests/web/node_modules/playwright-core" ]; then
+    (cd "$ROOT/tests/web" && npm ci --no-audit --no-fund >/dev/null 2>&1 || npm install --no-audit --no-fund >/dev/null)
+fi
+node "$ROOT/tests/web/bench.js" "$WEB/www" tiny "$THREADS" "$NATIVE/tools/igpt/igpt"
