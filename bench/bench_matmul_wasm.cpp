@@ -17,11 +17,6 @@
 #include "cpu/ops.h"
 #include "cpu/thread_pool.h"
 
-namespace igpt {  // attention kernels of matmul_wasm.cpp (not yet in ops.h)
-void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S);
-void attn_values(const float* P, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O, int64_t ldo);
-}  // namespace igpt
-
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 static double now_s() {
@@ -88,9 +83,9 @@ int main(int argc, char** argv) {
         Eigen::Map<RowMat> Sm(Se.data(), n, tk);
         Eigen::Map<RowMat, 0, Stride> Om(Oe.data(), n, D, Stride(C));
         const double flops = 2.0 * n * tk * D;
-        double g1 = time_it([&] { igpt::attn_scores(Q.data(), 3 * C, Kc.data(), C, n, tk, D, S.data()); }, flops);
+        double g1 = time_it([&] { igpt::attn_scores(Q.data(), 3 * C, Kc.data(), C, n, tk, D, S.data(), tk); }, flops);
         double e1 = time_it([&] { Sm.noalias() = Qm * Km.transpose(); }, flops);
-        double g2 = time_it([&] { igpt::attn_values(S.data(), n, tk, Vc.data(), C, D, O.data(), C); }, flops);
+        double g2 = time_it([&] { igpt::attn_values(S.data(), tk, n, tk, Vc.data(), C, D, O.data(), C, false); }, flops);
         double e2 = time_it([&] { Om.noalias() = Sm * Vm; }, flops);
         double err = 0;
         for (int64_t i = 0; i < tk; ++i) err = std::max(err, double(std::abs(S[i] - Se[i])));
