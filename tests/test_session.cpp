@@ -71,7 +71,11 @@ TEST_CASE("greedy completion equals step-by-step argmax of the uncached forward"
 }
 
 TEST_CASE("progress is published while running and cancel stops the worker", "[session]") {
-    auto m = std::make_shared<const Model>(igpt_test::small_model(5, false, 64, 4));
+    // 32x32 positions, so that the completion outlasts the polling below by far (an 8x8 one can finish
+    // between two polls).
+    igpt::ModelConfig c = igpt_test::small_model(5, false, 64, 4).cfg;
+    c.image_h = c.image_w = 32;
+    auto m = std::make_shared<const Model>(igpt::init_model(c, igpt_test::random_palette(16, 105), 5));
     CompletionSession s(m);
     CompletionParams p;
     p.n_samples = 2;
