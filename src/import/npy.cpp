@@ -4,38 +4,9 @@
 #include "error.h"
 #include "formats.h"
 #include "half.h"
+#include "npy_header.h"
 
 namespace igpt::imp {
-
-namespace {
-
-// The value text after 'key': in the header's Python dict literal, or "" when absent.
-std::string dict_value(const std::string& h, const std::string& key) {
-    for (const char q : {'\'', '"'}) {
-        const std::string k = std::string(1, q) + key + q;
-        size_t p = h.find(k);
-        if (p == std::string::npos) continue;
-        p = h.find(':', p + k.size());
-        if (p == std::string::npos) return "";
-        ++p;
-        while (p < h.size() && h[p] == ' ') ++p;
-        if (p >= h.size()) return "";
-        if (h[p] == '\'' || h[p] == '"') {
-            const size_t e = h.find(h[p], p + 1);
-            return e == std::string::npos ? "" : h.substr(p + 1, e - p - 1);
-        }
-        if (h[p] == '(') {
-            const size_t e = h.find(')', p);
-            return e == std::string::npos ? "" : h.substr(p, e - p + 1);
-        }
-        size_t e = p;
-        while (e < h.size() && h[e] != ',' && h[e] != '}') ++e;
-        return h.substr(p, e - p);
-    }
-    return "";
-}
-
-}  // namespace
 
 NpyArray read_npy(const std::string& path) {
     const std::vector<uint8_t> b = read_whole(path, uint64_t(1) << 30);
@@ -55,8 +26,8 @@ NpyArray read_npy(const std::string& path) {
     }
     if (hstart + hlen > b.size()) throw bad("truncated header");
     const std::string h(reinterpret_cast<const char*>(b.data() + hstart), hlen);
-    const std::string descr = dict_value(h, "descr"), fortran = dict_value(h, "fortran_order"),
-                      shape = dict_value(h, "shape");
+    const std::string descr = npy_dict_value(h, "descr"), fortran = npy_dict_value(h, "fortran_order"),
+                      shape = npy_dict_value(h, "shape");
     if (descr.size() < 3 || fortran.empty() || shape.empty()) throw bad("header lacks descr, fortran_order or shape");
     if (descr[0] == '>') throw bad("big-endian data (" + descr + ") is not supported");
     const std::string kind = descr.substr(1);

@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "model.h"  // read_file, write_file_atomic
+#include "npy_header.h"
 
 namespace igpt::probe {
 
@@ -33,32 +34,6 @@ void write_npy(const std::string& path, const char* descr, const void* data, siz
     write_file_atomic(path, out.data(), out.size());
 }
 
-// The text after 'key': in the header dict, up to the matching quote / parenthesis / comma.
-std::string dict_value(const std::string& h, const std::string& key) {
-    for (const char q : {'\'', '"'}) {
-        const std::string k = std::string(1, q) + key + q;
-        size_t p = h.find(k);
-        if (p == std::string::npos) continue;
-        p = h.find(':', p + k.size());
-        if (p == std::string::npos) return "";
-        ++p;
-        while (p < h.size() && h[p] == ' ') ++p;
-        if (p >= h.size()) return "";
-        if (h[p] == '\'' || h[p] == '"') {
-            const size_t e = h.find(h[p], p + 1);
-            return e == std::string::npos ? "" : h.substr(p + 1, e - p - 1);
-        }
-        if (h[p] == '(') {
-            const size_t e = h.find(')', p);
-            return e == std::string::npos ? "" : h.substr(p, e - p + 1);
-        }
-        size_t e = p;
-        while (e < h.size() && h[e] != ',' && h[e] != '}') ++e;
-        return h.substr(p, e - p);
-    }
-    return "";
-}
-
 std::string shape_str(const std::vector<int64_t>& s) {
     std::string r = "(";
     for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -83,8 +58,8 @@ NpyData<T> read_npy(const std::string& path, const char* want, int32_t min_rank,
     }
     if (hstart + hlen > b.size()) throw bad("truncated header");
     const std::string h(reinterpret_cast<const char*>(b.data() + hstart), hlen);
-    const std::string descr = dict_value(h, "descr"), fortran = dict_value(h, "fortran_order"),
-                      shape = dict_value(h, "shape");
+    const std::string descr = npy_dict_value(h, "descr"), fortran = npy_dict_value(h, "fortran_order"),
+                      shape = npy_dict_value(h, "shape");
     if (descr.empty() || fortran.empty() || shape.empty()) throw bad("header lacks descr, fortran_order or shape");
     const std::string d = descr[0] == '|' || descr[0] == '=' ? "<" + descr.substr(1) : descr;
     if (d != want) throw Error(path + ": dtype " + descr + ", expected " + want);
