@@ -68,6 +68,11 @@ void matmul_small_m(const float* X, int64_t M, int64_t K, const WT* W, int64_t N
     int64_t n = n0;
     for (; n + 4 <= n1; n += 4) {
         const WT* w = W + n * K;
+        // Ask for the next panel now, so that its memory latency overlaps this panel's M rows.
+        if (n + 8 <= n1) {
+            const char* next = reinterpret_cast<const char*>(w + 4 * K);
+            for (int64_t b = 0; b < int64_t(4 * K * sizeof(WT)); b += 64) _mm_prefetch(next + b, _MM_HINT_T0);
+        }
         int64_t m = 0;
         for (; m + 2 <= M; m += 2) {
             dot_block<2>(X + m * K, K, w, out);
