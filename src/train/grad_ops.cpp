@@ -159,7 +159,9 @@ void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F
                 vis *= F(1) / vis.sum();
                 if (n < cols) row.tail(cols - n).setZero();
             }
-            if (cols < T) A.block(r0, cols, rows, T - cols).setZero();
+            // A's entries right of the block (keys no row of it sees) are never written: they keep the zeros
+            // of the buffer's allocation, and the backward pass reads only blocks, so they are not cleared
+            // here (that memset was ~7% of a training step).
             o.middleRows(r0, rows).noalias() = S * v.topRows(cols);
         }
     }
