@@ -1,7 +1,9 @@
 // The one piece of the NumPy .npy format that its two readers share (the importer's float arrays in
 // src/import, the probes' features and labels in src/probe): a value of the header's Python dict literal.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace igpt {
 
@@ -27,6 +29,25 @@ inline std::string npy_dict_value(const std::string& h, const std::string& key) 
         size_t e = p;
         while (e < h.size() && h[e] != ',' && h[e] != '}') ++e;
         return h.substr(p, e - p);
+    }
+    return "";
+}
+
+// The header's shape tuple ("(512, 3)", "(512,)", "()") as dimensions and their product. Returns "" or
+// what is wrong with it (a malformed entry, or a product past 2^40 values).
+inline std::string npy_parse_shape(const std::string& shape, std::vector<int64_t>& dims, size_t& count) {
+    dims.clear();
+    count = 1;
+    for (size_t p = 1; p < shape.size();) {
+        while (p < shape.size() && (shape[p] == ' ' || shape[p] == ',')) ++p;
+        if (p >= shape.size() || shape[p] == ')') break;
+        size_t e = p;
+        while (e < shape.size() && shape[e] >= '0' && shape[e] <= '9') ++e;
+        if (e == p || e - p > 12) return "malformed shape " + shape;
+        dims.push_back(std::stoll(shape.substr(p, e - p)));
+        if (dims.back() && count > (size_t(1) << 40) / size_t(dims.back())) return "impossibly large shape";
+        count *= size_t(dims.back());
+        p = e;
     }
     return "";
 }

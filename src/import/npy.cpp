@@ -35,16 +35,7 @@ NpyArray read_npy(const std::string& path) {
     if (esz == 0) throw bad("dtype " + descr + " is not a float (expected <f2, <f4 or <f8)");
     NpyArray a;
     size_t n = 1;
-    for (size_t p = 1; p < shape.size();) {  // "(512, 3)" or "(512,)" or "()"
-        while (p < shape.size() && (shape[p] == ' ' || shape[p] == ',')) ++p;
-        if (p >= shape.size() || shape[p] == ')') break;
-        size_t e = p;
-        while (e < shape.size() && shape[e] >= '0' && shape[e] <= '9') ++e;
-        if (e == p || e - p > 12) throw bad("malformed shape " + shape);
-        a.shape.push_back(std::stoll(shape.substr(p, e - p)));
-        n *= size_t(a.shape.back());
-        p = e;
-    }
+    if (const std::string why = npy_parse_shape(shape, a.shape, n); !why.empty()) throw bad(why);
     const size_t data = hstart + hlen;
     if (b.size() - data < n * esz)
         throw Error(path + " is truncated: " + std::to_string(n) + " values of " + descr + " need " +

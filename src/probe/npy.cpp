@@ -66,17 +66,7 @@ NpyData<T> read_npy(const std::string& path, const char* want, int32_t min_rank,
     if (fortran.find("True") != std::string::npos) throw Error(path + ": Fortran-order arrays are not supported");
     NpyData<T> a;
     size_t n = 1;
-    for (size_t p = 1; p < shape.size();) {
-        while (p < shape.size() && (shape[p] == ' ' || shape[p] == ',')) ++p;
-        if (p >= shape.size() || shape[p] == ')') break;
-        size_t e = p;
-        while (e < shape.size() && shape[e] >= '0' && shape[e] <= '9') ++e;
-        if (e == p || e - p > 12) throw bad("malformed shape " + shape);
-        a.shape.push_back(std::stoll(shape.substr(p, e - p)));
-        if (a.shape.back() && n > (size_t(1) << 40) / size_t(a.shape.back())) throw bad("impossibly large shape");
-        n *= size_t(a.shape.back());
-        p = e;
-    }
+    if (const std::string why = npy_parse_shape(shape, a.shape, n); !why.empty()) throw bad(why);
     const int32_t rank = int32_t(a.shape.size());
     if (rank < min_rank || rank > max_rank)
         throw Error(path + ": array of shape " + shape_str(a.shape) + " has rank " + std::to_string(rank) +
