@@ -89,8 +89,7 @@ public:
                         std::memcpy(vc + ((b * NH + h) * T + pos + i) * D, r + 2 * C + h * D, size_t(D) * 4);
                     }
                 }
-            // Causal attention per (sequence, head), head-major so that the sequences sharing a prompt read
-            // its keys back to back from cache.   att (M, C)
+            // Causal attention per (sequence, head).   att (M, C)
             // A decode step of sequences sharing a prompt runs one job per head for all of them, so that the
             // prompt's keys and values are read once per step (GEMMs over the group) instead of once each.
             const int64_t group = n == 1 && shared_len_ > 0 ? std::min<int64_t>(batch, shared_count_) : 0;
@@ -193,13 +192,13 @@ private:
     // Keys below shared_len_ come from the prompt's sequence when b shares it.
     void attend(int64_t l, int64_t b, int64_t h, int64_t n, int64_t pos, float scale, std::vector<float>& S) {
         const auto& c = m_.cfg;
-        const int64_t C = c.width, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
-        const float* kc = layer_cache(k_cache_, l) + (b * NH + h) * T * D;  // (T, D)
-        const float* vc = layer_cache(v_cache_, l) + (b * NH + h) * T * D;
+        const int64_t C = c.width, D = c.head_dim();
+        const float* kc = head_cache(k_cache_, l, b, h);  // (T, D)
+        const float* vc = head_cache(v_cache_, l, b, h);
         const bool share = shared_len_ > 0 && b < shared_count_ && b != shared_src_;
         const int64_t P = share ? shared_len_ : 0;  // keys [0, P) from the shared prompt
-        const float* ks = layer_cache(k_cache_, l) + (int64_t(shared_src_) * NH + h) * T * D;
-        const float* vs = layer_cache(v_cache_, l) + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* ks = head_cache(k_cache_, l, shared_src_, h);
+        const float* vs = head_cache(v_cache_, l, shared_src_, h);
         const float* Q = &qkv_[size_t(b * n * 3 * C + h * D)];  // row stride 3C
         float* O = &att_[size_t(b * n * C + h * D)];           // row stride C
         const int64_t block = n <= 4 ? n : 64;
@@ -219,25 +218,22 @@ private:
     // scores and values over the shared part as (G, D) x (D, P) products, the rest per sequence.
     void attend_group(int64_t l, int64_t h, int64_t G, int64_t pos, float scale, std::vector<float>& S) {
         const auto& c = m_.cfg;
-        const int64_t C = c.width, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
+        const int64_t C = c.width, D = c.head_dim();
         const int64_t P = shared_len_, tk = pos + 1;
-        const float* kl = layer_cache(k_cache_, l);
-        const float* vl = layer_cache(v_cache_, l);
-        const float* ks = kl + (int64_t(shared_src_) * NH + h) * T * D;
-        const float* vs = vl + (int64_t(shared_src_) * NH + h) * T * D;
+        const float* ks = head_cache(k_cache_, l, shared_src_, h);
+        const float* vs = head_cache(v_cache_, l, shared_src_, h);
         const float* Q = &qkv_[size_t(h * D)];  // sequence b's query at row b, stride 3C
         float* O = &att_[size_t(h * D)];        // row b, stride C
         if (S.size() < size_t(G * tk)) S.resize(size_t(G * tk));
         scores(Q, 3 * C, ks, 0, P, G, D, S.data(), tk);
         for (int64_t b = 0; b < G; ++b) {
             float* row = S.data() + b * tk;
-            const int64_t own = (b * NH + h) * T * D;
-            scores(Q + b * 3 * C, 3 * C, kl + own, P, tk, 1, D, row, tk);
+            scores(Q + b * 3 * C, 3 * C, head_cache(k_cache_, l, b, h), P, tk, 1, D, row, tk);
             softmax_scaled(row, tk, tk, scale);
         }
         values(S.data(), tk, vs, 0, P, G, D, O, C, false);
         for (int64_t b = 0; b < G; ++b)
-            values(S.data() + b * tk, tk, vl + (b * NH + h) * T * D, P, tk, 1, D, O + b * C, C, true);
+            values(S.data() + b * tk, tk, head_cache(v_cache_, l, b, h), P, tk, 1, D, O + b * C, C, true);
     }
     // S[:, k0:k1) = Q · K[k0:k1)^T and O (+)= P[:, k0:k1) · V[k0:k1): the streaming kernels for a few query
     // rows (decode) and in the browser build, Eigen's blocked GEMM for prefill blocks.
@@ -269,15 +265,12 @@ private:
     void unshare() {
         if (shared_len_ == 0) return;
         const auto& c = m_.cfg;
-        const int64_t T = c.n_ctx(), NH = c.heads, D = c.head_dim();
         for (int64_t l = 0; l < c.layers; ++l)
-            for (auto* cache : {&k_cache_, &v_cache_}) {
-                float* base = layer_cache(*cache, l);
+            for (auto* cache : {&k_cache_, &v_cache_})
                 for (int64_t b = 0; b < shared_count_; ++b)
-                    for (int64_t h = 0; b != shared_src_ && h < NH; ++h)
-                        std::memcpy(base + (b * NH + h) * T * D, base + (shared_src_ * NH + h) * T * D,
-                                    size_t(shared_len_ * D) * 4);
-            }
+                    for (int64_t h = 0; b != shared_src_ && h < c.heads; ++h)
+                        std::memcpy(head_cache(*cache, l, b, h), head_cache(*cache, l, shared_src_, h),
+                                    size_t(shared_len_) * size_t(c.head_dim()) * 4);
         shared_len_ = 0;
     }
     static void grow(std::vector<float>& v, int64_t n) {
@@ -288,6 +281,11 @@ private:
     }
     float* layer_cache(std::vector<float>& cache, int64_t l) {
         return cache.data() + size_t(l) * size_t(batch_) * size_t(m_.cfg.n_ctx()) * size_t(m_.cfg.width);
+    }
+    // Sequence b's keys or values for head h of layer l: (T, D), contiguous.
+    float* head_cache(std::vector<float>& cache, int64_t l, int64_t b, int64_t h) {
+        const auto& c = m_.cfg;
+        return layer_cache(cache, l) + (b * c.heads + h) * int64_t(c.n_ctx()) * c.head_dim();
     }
     // Mean over this call's positions of the normalised block input (xn_), per sequence.
     void pool_features(int64_t layer, int32_t batch, int32_t n) {

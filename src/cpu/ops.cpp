@@ -98,6 +98,21 @@ constexpr int64_t kSmallM = 16;  // up to this many rows the streaming kernel be
 constexpr int64_t kSmallM = 0;
 #endif
 
+namespace {
+// Runs fn(n0, n1, thread) over the output features [0, N), split across the pool in multiples of 16 (whole
+// SIMD panels); on the caller alone when the product (M*N*K multiply-adds) is too small to share.
+template <typename Fn>
+void split_columns(int64_t work, int64_t N, ThreadPool* pool, const Fn& fn) {
+    if (!pool || pool->size() == 1 || work < (1 << 15)) {
+        fn(0, N, 0);
+        return;
+    }
+    pool->parallel_for((N + 15) / 16, 1, [&](int64_t b0, int64_t b1, int32_t t) {
+        fn(b0 * 16, std::min(N, b1 * 16), t);
+    });
+}
+}  // namespace
+
 void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
                ThreadPool* pool) {
     using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -124,16 +139,7 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
             for (int64_t i = 0; i < M; ++i)
                 for (int64_t j = 0; j < nn; ++j) Y[i * N + n0 + j] += bias[n0 + j];
     };
-    // Split the output features across threads in multiples of 16 (whole SIMD panels).
-    const int64_t flops = M * N * K;
-    if (!pool || pool->size() == 1 || flops < (1 << 15)) {
-        run(0, N, 0);
-        return;
-    }
-    const int64_t blocks = (N + 15) / 16;
-    pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1, int32_t t) {
-        run(b0 * 16, std::min(N, b1 * 16), t);
-    });
+    split_columns(M * N * K, N, pool, run);
 }
 
 bool have_matmul_f16() {
@@ -147,14 +153,8 @@ bool have_matmul_f16() {
 void matmul_nt_f16(const float* X, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias, float* Y,
                    ThreadPool* pool) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    const int64_t blocks = (N + 15) / 16;
-    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
-        matmul_small_m(X, M, K, W, N, bias, Y, 0, N);
-        return;
-    }
-    pool->parallel_for(blocks, 1, [&](int64_t b0, int64_t b1, int32_t) {
-        matmul_small_m(X, M, K, W, N, bias, Y, b0 * 16, std::min(N, b1 * 16));
-    });
+    split_columns(M * N * K, N, pool,
+                  [&](int64_t n0, int64_t n1, int32_t) { matmul_small_m(X, M, K, W, N, bias, Y, n0, n1); });
 #else
     (void)X, (void)M, (void)K, (void)W, (void)N, (void)bias, (void)Y, (void)pool;
 #endif
