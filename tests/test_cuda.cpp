@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <string>
 #include <thread>
 
 #include "backend.h"
@@ -23,6 +25,13 @@
 using namespace igpt;
 
 namespace {
+
+// Sets an environment variable for a scope (the CUDA backend reads IGPT_CUDA_FUSED when it is made).
+struct ScopedEnv {
+    std::string name;
+    ScopedEnv(const char* n, const std::string& value) : name(n) { setenv(n, value.c_str(), 1); }
+    ~ScopedEnv() { unsetenv(name.c_str()); }
+};
 
 bool gpu_or_skip() {
     if (cuda_available()) return true;
@@ -261,12 +270,19 @@ TEST_CASE("cuda: cached decode logits agree with the CPU backend (batch 1 and 8)
 #ifdef IGPT_WITH_CUDA
     const Model small = random_model(small_config(true), 3);
     const Model tiny = random_model(tiny_config(false), 4);
-    for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16})
-        for (int32_t B : {1, 8}) {
-            check_decode(small, prec, B, 20, 30, "small+bias");
-            // Crosses the split-K chunk boundaries at 512 (chunks of 64, 128 and 256 keys).
-            check_decode(tiny, prec, B, 500, 24, "tiny");
+    // Both decode paths: the fused one-kernel step (the default) and the layer-by-layer kernels.
+    for (const char* mode : {"fused", "layered"}) {
+        ScopedEnv env("IGPT_CUDA_FUSED", std::string(mode) == "fused" ? "1" : "0");
+        for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16}) {
+            for (int32_t B : {1, 8}) {
+                check_decode(small, prec, B, 20, 30, std::string(mode) + " small+bias");
+                // Crosses the split-K chunk boundaries at 512 (chunks of 64, 128 and 256 keys).
+                check_decode(tiny, prec, B, 500, 24, std::string(mode) + " tiny");
+            }
+            // 3: a batch between the kernel's compiled sizes; 16: past kFusedMaxBatch (layer by layer).
+            for (int32_t B : {3, 16}) check_decode(small, prec, B, 20, 30, std::string(mode) + " small+bias");
         }
+    }
 #endif
 }
 
@@ -490,13 +506,26 @@ TEST_CASE("cuda: the device sampler keeps to top-k / top-p, follows the distribu
 #endif
 }
 
+TEST_CASE("cuda: the fused decode step on a small model (the compute-sanitizer racecheck run)",
+          "[cuda][sanitize][sanitize_fused]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_WITH_CUDA
+    const Model m = random_model(small_config(true), 15);
+    check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused small+bias");
+    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused small+bias");
+#endif
+}
+
 TEST_CASE("cuda: a small model through every kernel (the compute-sanitizer run)", "[cuda][sanitize]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
     const Model m = random_model(small_config(true), 15);
     check_prefill(m, CudaPrecision::F16, 3, "sanitize small+bias");
     check_prefill(m, CudaPrecision::BF16, 1, "sanitize small+bias");
-    check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize small+bias");
+    {
+        ScopedEnv env("IGPT_CUDA_FUSED", "0");
+        check_decode(m, CudaPrecision::F16, 2, 20, 10, "sanitize layered small+bias");
+    }
     const auto image = random_tokens(size_t(m.cfg.n_ctx()), m.cfg.vocab, 16);
     CompletionParams p;
     p.n_samples = 3;

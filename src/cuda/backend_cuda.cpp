@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -19,6 +20,7 @@
 #include "cuda/attention_decode.cuh"
 #include "cuda/attention_prefill.cuh"
 #include "cuda/common.cuh"
+#include "cuda/decode_fused.cuh"
 #include "cuda/embedding.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/kv_cache.cuh"
@@ -159,7 +161,7 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 class CudaBackend final : public Backend {
 public:
     CudaBackend(const Model& model, CudaPrecision precision)
-        : cfg_(model.cfg), prec_(precision), wt_(dev_type(precision)), at_(wt_) {
+        : cfg_(model.cfg), prec_(precision), wt_(dev_type(precision)), at_(wt_), fused_enabled_(fused_default()) {
         const auto& c = cfg_;
         if (c.head_dim() > cuda::kMaxHeadDim || c.width % c.heads != 0)
             throw Error("CUDA backend: head dim " + std::to_string(c.head_dim()) + " is not supported (max " +
@@ -181,12 +183,14 @@ public:
 
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
+        report_profile();
         gemm_.reset();
         cudaStreamDestroy(stream_);
     }
 
     std::string name() const override {
-        return "cuda (" + device_name_ + ", " + cuda_precision_name(prec_) + ")";
+        return "cuda (" + device_name_ + ", " + cuda_precision_name(prec_) + ", " +
+               (fused_enabled_ ? "fused" : "layer-by-layer") + " decode)";
     }
 
     void reset(int32_t batch) override {
@@ -214,9 +218,13 @@ public:
             if (tokens[i] < -1 || tokens[i] >= V)
                 throw Error("forward: token " + std::to_string(tokens[i]) + " out of range");
         ensure_rows(M);
-        if (n == 1) ensure_decode_workspace(batch);
+        if (n == 1) {
+            ensure_decode_workspace(batch);
+            plan_fused(batch);
+        }
         IGPT_CUDA_CHECK(cudaMemcpyAsync(tok_.get(), tokens, size_t(M) * 4, cudaMemcpyHostToDevice, stream_));
-        run_forward(tok_.as<int32_t>(), batch, n, pos, nullptr, all_positions, true);
+        // A decode step (n = 1) pools nothing: pooled features describe whole images (prefills).
+        run_forward(tok_.as<int32_t>(), batch, n, pos, nullptr, all_positions, n > 1);
         const int64_t rows = all_positions ? M : batch;
         IGPT_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), size_t(rows) * size_t(V) * 4, cudaMemcpyDeviceToHost, stream_));
         sync();
@@ -253,6 +261,13 @@ private:
     void ensure_rows(int64_t M);
     void ensure_decode_workspace(int32_t B);
     void ensure_generate_buffers(int32_t N, int32_t top_n);
+    void plan_fused(int32_t B);
+    void report_profile();
+    bool fused_ready(int32_t B) const { return fused_enabled_ && fused_batch_ == B && fused_plan_.ok; }
+    static bool fused_default() {
+        const char* env = std::getenv("IGPT_CUDA_FUSED");  // 0: decode layer by layer (for A/B checks)
+        return !(env && std::strcmp(env, "0") == 0);
+    }
     void run_forward(const int32_t* tok_dev, int32_t B, int32_t n, int32_t pos, const int32_t* pos_dev,
                      bool all_positions, bool pool);
     cuda::SampleArgs sample_args(const GenerateRequest& rq, int32_t top_n) const;
@@ -282,6 +297,12 @@ private:
     DevBuf attn_ws_;    // split-K decode attention partials
     int32_t ws_batch_ = 0;
     DevBuf pooled_;     // (L + 1, batch_, C) f32
+    // The fused decode step (decode_fused.cuh): per-layer pointers on the device, plan for fused_batch_.
+    bool fused_enabled_;
+    DevBuf fused_layers_, fused_ws_, fused_cnt_;
+    DevBuf prof_;  // IGPT_CUDA_PROFILE=1: the fused step's phase timings (decode_fused.cuh)
+    cuda::FusedDecodePlan fused_plan_;
+    int32_t fused_batch_ = 0;
     // generate(): device-side position, next inputs, outputs by position (T, N[, top_n]) and their pinned mirrors
     DevBuf pos_, next_tok_, prompt_, out_tok_, out_ent_, out_ch_tok_, out_ch_p_;
     HostBuf h_tok_, h_ent_, h_ch_tok_, h_ch_p_;
@@ -349,6 +370,46 @@ void CudaBackend::upload(const Model& model) {
     }
     w_.lnf_g = devf(hp.lnf_g);
     w_.head_w = dev(hp.head_w);
+
+    std::vector<cuda::FusedLayerWeights> fl;
+    for (const DevLayer& d : w_.layers)
+        fl.push_back({d.qkv_w, d.proj_w, d.fc_w, d.mproj_w, d.ln1_g, d.qkv_b, d.proj_b, d.ln2_g, d.fc_b, d.mproj_b});
+    fused_layers_.reserve(std::max<size_t>(fl.size() * sizeof(fl[0]), 1));
+    IGPT_CUDA_CHECK(cudaMemcpy(fused_layers_.get(), fl.data(), fl.size() * sizeof(fl[0]), cudaMemcpyHostToDevice));
+}
+
+// Plans the fused decode step for batch B (not while a graph is being captured: it may allocate).
+void CudaBackend::plan_fused(int32_t B) {
+    if (!fused_enabled_ || fused_batch_ == B) return;
+    const auto& c = cfg_;
+    sync();
+    fused_plan_ = cuda::plan_fused_decode(at_, B, c.width, c.hidden(), c.heads, c.head_dim(), c.n_ctx());
+    fused_batch_ = B;
+    if (!fused_plan_.ok) return;
+    fused_ws_.reserve(std::max<size_t>(fused_plan_.ws_floats, 1) * 4);
+    if (fused_cnt_.reserve(std::max<size_t>(fused_plan_.counters, 1) * 4))
+        IGPT_CUDA_CHECK(cudaMemset(fused_cnt_.get(), 0, fused_cnt_.bytes()));
+    const char* prof = std::getenv("IGPT_CUDA_PROFILE");
+    if (prof && *prof && std::strcmp(prof, "0") != 0 && prof_.reserve(cuda::kFusedProfileSlots * 8))
+        IGPT_CUDA_CHECK(cudaMemset(prof_.get(), 0, prof_.bytes()));
+}
+
+// IGPT_CUDA_PROFILE=1: one line on stderr with the fused step's phase times, per step, as block 0 saw them.
+void CudaBackend::report_profile() {
+    if (!prof_.get()) return;
+    unsigned long long h[cuda::kFusedProfileSlots] = {};
+    if (cudaMemcpy(h, prof_.get(), sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess || h[11] == 0) return;
+    const double per = 1e3 * double(h[11]);  // ns -> microseconds per step
+    static const char* names[] = {"qkv", "attention", "proj", "fc", "mproj"};
+    std::fprintf(stderr, "fused decode profile, batch %d, %llu steps, microseconds per step (block 0; + its wait at the "
+                 "barrier):", fused_batch_, h[11]);
+    double total = 0;
+    for (int i = 0; i < 5; ++i) {
+        std::fprintf(stderr, " %s %.1f + %.1f;", names[i], double(h[2 * i]) / per, double(h[2 * i + 1]) / per);
+        total += double(h[2 * i] + h[2 * i + 1]) / per;
+    }
+    total += double(h[10]) / per;
+    std::fprintf(stderr, " head %.1f; total %.1f\n", double(h[10]) / per, total);
 }
 
 void CudaBackend::ensure_rows(int64_t M) {
@@ -401,12 +462,45 @@ void CudaBackend::run_forward(const int32_t* tok_dev, int32_t B, int32_t n, int3
     cudaStream_t s = stream_;
     float* x = x_.as<float>();
     const int32_t chunk = cuda::attention_decode_chunk(B, NH, T, sm_count_);
-    pooled_batch_ = pool ? B : pooled_batch_;
+    pooled_batch_ = pool ? B : 0;
     auto pool_rows = [&](int32_t layer) {
         if (pool) cuda::mean_rows(xn_.get(), at_, B, n, C, pooled_.as<float>() + size_t(layer) * size_t(batch_) * size_t(C), s);
     };
 
     cuda::embed_tokens(tok_dev, B, n, pos, pos_dev, w_.sos, w_.wte, w_.wpe, wt_, C, x, s);  // x (M, C)
+    if (n == 1 && !pool && fused_ready(B)) {  // the whole step in one kernel
+        cuda::FusedDecodeArgs a;
+        a.t = at_;
+        a.B = B;
+        a.C = C;
+        a.H = H;
+        a.NH = NH;
+        a.D = D;
+        a.T = T;
+        a.L = c.layers;
+        a.V = V;
+        a.eps = c.norm_eps;
+        a.scale = scale;
+        a.pos = pos;
+        a.pos_dev = pos_dev;
+        a.layers = fused_layers_.as<const cuda::FusedLayerWeights>();
+        a.k_cache = kc_.get();
+        a.v_cache = vc_.get();
+        a.layer_cache_elems = int64_t(layer_cache_bytes() / es());
+        a.x = x;
+        a.q = qkv_.get();
+        a.att = att_.get();
+        a.fch = fch_.get();
+        a.lnf_g = w_.lnf_g;
+        a.head_w = w_.head_w;
+        a.logits = logits_.as<float>();
+        a.ws = fused_ws_.as<float>();
+        a.counters = fused_cnt_.as<int32_t>();
+        a.prof = static_cast<unsigned long long*>(prof_.get());
+        cuda::fused_decode(a, fused_plan_, s);
+        pooled_batch_ = 0;
+        return;
+    }
     const float* pending_bias = nullptr;  // the previous projection's bias, added by the next norm
     for (int32_t l = 0; l < c.layers; ++l) {
         const DevLayer& lw = w_.layers[size_t(l)];
@@ -501,9 +595,12 @@ bool CudaBackend::generate(const GenerateRequest& rq) {
         in[size_t(i) + 1] = rq.prompt[i];
     }
     reset(N);
-    const int32_t chunk = std::max(1, rq.prefill_chunk);
+    // The GPU prefills a whole 1024-position prompt in milliseconds: chunks only as fine as that, since each
+    // chunk costs a pass over the weights (cancel is still checked between them).
+    const int32_t chunk = std::max(1024, rq.prefill_chunk);
     ensure_rows(std::max<int64_t>(std::min(chunk, k + 1), N));
     ensure_decode_workspace(std::max(N, 1));
+    plan_fused(N);
     ensure_generate_buffers(N, top_n);
 
     // Prefill the shared prompt once (sequence 0), in chunks so that cancel is honoured.
@@ -534,7 +631,7 @@ bool CudaBackend::generate(const GenerateRequest& rq) {
     if (pos < T) {
         // One decode step, captured once: inputs next_tok_ at position *pos_, logits, sample, *pos_ += 1.
         GraphExec graph;
-        {
+        auto capture = [&] {
             cudaGraph_t g = nullptr;
             IGPT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
             try {
@@ -548,12 +645,23 @@ bool CudaBackend::generate(const GenerateRequest& rq) {
             } catch (...) {
                 cudaStreamEndCapture(stream_, &g);
                 if (g) cudaGraphDestroy(g);
+                cudaGetLastError();
                 throw;
             }
             IGPT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
             const cudaError_t e = cudaGraphInstantiate(graph.put(), g, 0);
             cudaGraphDestroy(g);
             IGPT_CUDA_CHECK(e);
+        };
+        try {
+            capture();
+        } catch (const Error& e) {
+            if (!fused_ready(N)) throw;
+            // A driver that cannot capture the cooperative launch: the layer-by-layer step instead.
+            std::fprintf(stderr, "igpt: the fused decode step could not be captured (%s); decoding layer by layer\n",
+                         e.what());
+            fused_enabled_ = false;
+            capture();
         }
         // Replay it without waiting; after each row, queue the copy of that row's outputs and an event. At
         // most two rows run ahead of what has been published, so cancel stops within two rows of work.

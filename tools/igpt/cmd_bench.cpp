@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -251,8 +252,11 @@ void register_bench(CLI::App& app) {
             std::printf("complete (weights resident, sampling on the device, graph per step): %.3f s (prefill %.4f s, "
                         "decode %.3f ms/step; weights + KV read in %.3f ms at %.0f GB/s: ratio %.2fx)\n",
                         best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3, o->hbm_gbs, per / ideal);
-            std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f step_ms=%.4f ideal_ms=%.4f\n",
-                        gpu ? "cuda" : "cpu", cfg.name.c_str(), B, best_gen, per * 1e3, ideal * 1e3);
+            const char* fused = std::getenv("IGPT_CUDA_FUSED");
+            std::printf("RESULT igpt device=%s decode=%s config=%s batch=%d complete_s=%.4f prefill_s=%.4f step_ms=%.4f "
+                        "ideal_ms=%.4f\n",
+                        gpu ? "cuda" : "cpu", fused && std::strcmp(fused, "0") == 0 ? "layered" : "fused",
+                        cfg.name.c_str(), B, best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3);
         } else {
             std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",
                         cfg.name.c_str(), B, best);

@@ -1,0 +1,447 @@
+// Fused decode step (see decode_fused.cuh).
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "decode_fused.cuh"
+
+namespace cg = cooperative_groups;
+
+namespace igpt::cuda {
+
+namespace {
+
+constexpr int kThreads = 512, kWarps = kThreads / 32;
+constexpr int kUnroll = 4;      // 16-byte loads each thread has in flight in the weight loops
+constexpr int kAttnUnroll = 8;  // and in the KV cache loops
+
+template <typename T> __host__ __device__ constexpr int vec_elems() { return 16 / int(sizeof(T)); }
+
+template <typename T>
+__device__ __forceinline__ void unpack(const uint4& u, float* f) {
+    const T* e = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int k = 0; k < vec_elems<T>(); ++k) f[k] = to_f32(e[k]);
+}
+
+__device__ __forceinline__ uint4 ldcg4(const void* p) { return __ldcg(static_cast<const uint4*>(p)); }
+
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+// s_in (B, C) = rms_norm(x) * g, rounded to T. Every block does all B rows (x is in L2), every thread a
+// column slice of each row, so the loads of a pass are all in flight together. Ends with a barrier.
+template <typename T, int MAXB>
+__device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t B, int32_t C, float eps, T* s_in) {
+    __shared__ float s_red[kWarps * MAXB];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float ss[MAXB];
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+        ss[b] = 0.0f;
+        if (b >= B) continue;
+        for (int32_t c = threadIdx.x; c < C; c += kThreads) {
+            const float v = __ldcg(x + int64_t(b) * C + c);
+            ss[b] += v * v;
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+        const float v = warp_sum(ss[b]);
+        if (lane == 0) s_red[warp * MAXB + b] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int b = 0; b < MAXB; ++b) {
+        if (b >= B) continue;
+        float t = 0.0f;
+        for (int w = 0; w < kWarps; ++w) t += s_red[w * MAXB + b];
+        const float r = rsqrtf(t / float(C) + eps);
+        for (int32_t c = threadIdx.x; c < C; c += kThreads)
+            s_in[int64_t(b) * C + c] = from_f32<T>(__ldcg(x + int64_t(b) * C + c) * r * g[c]);
+    }
+    __syncthreads();
+}
+
+// s_in = src (n elements of T, n * sizeof(T) a multiple of 16). Ends with a barrier.
+template <typename T>
+__device__ void stage_copy(const T* src, int64_t n, T* s_in) {
+    const int64_t words = n * int64_t(sizeof(T)) / 16;
+    for (int64_t i = threadIdx.x; i < words; i += kThreads)
+        reinterpret_cast<uint4*>(s_in)[i] = ldcg4(reinterpret_cast<const uint4*>(src) + i);
+    __syncthreads();
+}
+
+// For every output row n of W (N, K) and sequence b < B: epi(b, n, dot(W[n], s_in[b])). Rows go to the
+// grid's warps round-robin (so a row's owner is the same warp in every layer); each lane streams 16-byte
+// chunks of the row, kUnroll loads in flight. next_W: the next layer's matrix of the same shape, whose
+// rows this warp will read next; they are prefetched into L2.
+template <typename T, int MAXB, typename Epi>
+__device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
+                     const T* __restrict__ next_W, Epi epi) {
+    constexpr int kv = vec_elems<T>();
+    const int lane = threadIdx.x & 31;
+    const int32_t nchunks = K / kv;
+    const int32_t gw = int32_t(blockIdx.x) * kWarps + int32_t(threadIdx.x >> 5), GW = int32_t(gridDim.x) * kWarps;
+    for (int32_t n = gw; n < N; n += GW) {
+        const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
+        if (next_W) {
+            const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n) * K);
+            for (int64_t off = int64_t(lane) * 128; off < int64_t(K) * int64_t(sizeof(T)); off += 32 * 128)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(nr + off));
+        }
+        float acc[MAXB];
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) acc[b] = 0.0f;
+        for (int32_t c0 = lane; c0 < nchunks; c0 += 32 * kUnroll) {
+            uint4 w[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int32_t c = c0 + u * 32;
+                w[u] = c < nchunks ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int32_t c = c0 + u * 32;
+                if (c >= nchunks) continue;
+                float wf[kv];
+                unpack<T>(w[u], wf);
+#pragma unroll
+                for (int b = 0; b < MAXB; ++b) {
+                    if (b >= B) continue;
+                    float xf[kv];
+                    unpack<T>(reinterpret_cast<const uint4*>(s_in + int64_t(b) * K)[c], xf);
+#pragma unroll
+                    for (int k = 0; k < kv; ++k) acc[b] = fmaf(wf[k], xf[k], acc[b]);
+                }
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) {
+            if (b >= B) continue;
+            const float v = warp_sum(acc[b]);
+            if (lane == 0) epi(b, n, v);
+        }
+    }
+}
+
+// Attention of the step's query against keys [0, p] of one layer, split over (b, h, chunk) items.
+template <typename T>
+__device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chunk, const T* q, const T* kc,
+                          const T* vc, int32_t p, T* att, float* smem) {
+    constexpr int kv = vec_elems<T>();
+    const int32_t D = a.D, NH = a.NH, C = a.C, T_ = a.T;
+    const int32_t LPK = D / kv, KPW = 32 / LPK, G = kThreads / LPK;  // lanes per key row, keys per warp, PV groups
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float scale_log2 = a.scale * 1.4426950408889634f;
+    float* sq = smem;              // (D) scaled query
+    float* sp = sq + D;            // (chunk) scores, then weights
+    float* sred = sp + chunk;      // (G, D) partial P·V
+    __shared__ float sscr[32];
+    __shared__ int s_last;
+    const int32_t items = a.B * NH * nsplit;
+    for (int32_t it = blockIdx.x; it < items; it += gridDim.x) {
+        const int32_t split = it % nsplit, bh = it / nsplit, h = bh % NH, b = bh / NH;
+        const int32_t k0 = split * chunk, k1 = min(p + 1, k0 + chunk), cnt = max(0, k1 - k0);
+        float mx = -INFINITY, sum = 0.0f, o = 0.0f;  // o: dim tid (tid < D)
+        if (cnt > 0) {  // uniform over the block
+            for (int32_t d = tid; d < D; d += kThreads) sq[d] = to_f32(__ldcg(q + int64_t(b) * C + int64_t(h) * D + d)) * scale_log2;
+            __syncthreads();
+            const int64_t head = (int64_t(b) * NH + h) * T_;
+            const T* kb = kc + (head + k0) * D;
+            const int sub = lane % LPK, kw = lane / LPK;
+            float lmax = -INFINITY;
+            for (int32_t j0 = warp * KPW; j0 < cnt; j0 += kWarps * KPW * kAttnUnroll) {  // warp-uniform bounds
+                uint4 kr[kAttnUnroll];
+#pragma unroll
+                for (int u = 0; u < kAttnUnroll; ++u) {
+                    const int32_t j = j0 + u * kWarps * KPW + kw;
+                    kr[u] = j < cnt ? ldcg4(kb + int64_t(j) * D + sub * kv) : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < kAttnUnroll; ++u) {
+                    const int32_t j = j0 + u * kWarps * KPW + kw;
+                    float f[kv];
+                    unpack<T>(kr[u], f);
+                    float s = 0.0f;
+#pragma unroll
+                    for (int k = 0; k < kv; ++k) s = fmaf(sq[sub * kv + k], f[k], s);
+                    for (int o2 = LPK >> 1; o2 > 0; o2 >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o2);
+                    if (j < cnt) {
+                        if (sub == 0) sp[j] = s;
+                        lmax = fmaxf(lmax, s);
+                    }
+                }
+            }
+            mx = block_max(lmax, sscr);  // its barriers also publish sp
+            float lsum = 0.0f;
+            for (int32_t j = tid; j < cnt; j += kThreads) {
+                const float e = exp2f(sp[j] - mx);
+                sp[j] = e;
+                lsum += e;
+            }
+            sum = block_sum(lsum, sscr);
+            // P·V: thread (g, c) sums keys g, g + G, ... of dims [c*kv, c*kv + kv).
+            const int32_t c = tid % LPK, g = tid / LPK;
+            float acc[kv];
+#pragma unroll
+            for (int k = 0; k < kv; ++k) acc[k] = 0.0f;
+            const T* vb = vc + (head + k0) * D + c * kv;
+            for (int32_t j0 = g; j0 < cnt; j0 += G * kAttnUnroll) {
+                uint4 vr[kAttnUnroll];
+#pragma unroll
+                for (int u = 0; u < kAttnUnroll; ++u) {
+                    const int32_t j = j0 + u * G;
+                    vr[u] = j < cnt ? ldcg4(vb + int64_t(j) * D) : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < kAttnUnroll; ++u) {
+                    const int32_t j = j0 + u * G;
+                    if (j >= cnt) continue;
+                    float f[kv];
+                    unpack<T>(vr[u], f);
+                    const float pj = sp[j];
+#pragma unroll
+                    for (int k = 0; k < kv; ++k) acc[k] = fmaf(pj, f[k], acc[k]);
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < kv; ++k) sred[g * D + c * kv + k] = acc[k];
+            __syncthreads();
+            // Sum the G groups: kThreads / D parts of G / parts groups each, then the parts.
+            const int32_t parts = kThreads / D, dd = tid % D, part = tid / D;
+            float op = 0.0f;
+            for (int32_t gg = part; gg < G; gg += parts) op += sred[gg * D + dd];
+            __syncthreads();
+            sred[part * D + dd] = op;
+            __syncthreads();
+            if (tid < D)
+                for (int32_t pp = 0; pp < parts; ++pp) o += sred[pp * D + tid];
+        }
+        T* out = att + int64_t(b) * C + int64_t(h) * D;
+        if (nsplit == 1) {
+            if (tid < D) out[tid] = from_f32<T>(o / sum);
+        } else {
+            float* ml = a.ws;                                   // (items, 2)
+            float* po = a.ws + size_t(items) * 2;               // (items, D)
+            if (tid < D) po[int64_t(it) * D + tid] = o;
+            if (tid == 0) {
+                ml[int64_t(it) * 2] = mx;
+                ml[int64_t(it) * 2 + 1] = sum;
+            }
+            __threadfence();
+            __syncthreads();
+            if (tid == 0) s_last = atomicAdd(a.counters + bh, 1) == nsplit - 1;
+            __syncthreads();
+            if (s_last) {  // every chunk of (b, h) is in: merge them
+                __threadfence();
+                const int64_t s0 = int64_t(bh) * nsplit;
+                float* sw = sred;  // (nsplit, 2): max and sum of each chunk
+                for (int32_t s = tid; s < nsplit; s += kThreads) {
+                    sw[2 * s] = __ldcg(ml + (s0 + s) * 2);
+                    sw[2 * s + 1] = __ldcg(ml + (s0 + s) * 2 + 1);
+                }
+                __syncthreads();
+                float M = -INFINITY;
+                for (int32_t s = 0; s < nsplit; ++s)
+                    if (sw[2 * s + 1] > 0.0f) M = fmaxf(M, sw[2 * s]);
+                float L = 0.0f;
+                for (int32_t s = 0; s < nsplit; ++s)
+                    if (sw[2 * s + 1] > 0.0f) L += sw[2 * s + 1] * exp2f(sw[2 * s] - M);
+                float* wgt = sw + 2 * nsplit;  // (nsplit) the chunks' weights
+                for (int32_t s = tid; s < nsplit; s += kThreads)
+                    wgt[s] = sw[2 * s + 1] > 0.0f ? exp2f(sw[2 * s] - M) : 0.0f;
+                __syncthreads();
+                if (tid < D) {  // empty chunks wrote o = 0 and weigh 0: no branch, the loads pipeline
+                    float acc = 0.0f;
+#pragma unroll 8
+                    for (int32_t s = 0; s < nsplit; ++s) acc += __ldcg(po + (s0 + s) * D + tid) * wgt[s];
+                    out[tid] = from_f32<T>(acc / L);
+                }
+                if (tid == 0) a.counters[bh] = 0;  // reused by the next layer, after a grid barrier
+            }
+        }
+        __syncthreads();  // shared memory is reused by the next item
+    }
+}
+
+template <typename T, int MAXB>
+__global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeArgs a, int32_t nsplit, int32_t chunk) {
+    cg::grid_group grid = cg::this_grid();
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* s_in = reinterpret_cast<T*>(smem_raw);
+    const int32_t p = a.pos_dev ? *a.pos_dev : a.pos;
+    const int32_t B = a.B, C = a.C, H = a.H, NH = a.NH, D = a.D, T_ = a.T;
+    T* q = static_cast<T*>(a.q);
+    T* att = static_cast<T*>(a.att);
+    T* fch = static_cast<T*>(a.fch);
+    float* x = a.x;
+    auto add_x = [&](int32_t b, int32_t n, float v, const float* bias) {
+        if (bias) v += bias[n];
+        float* xp = x + int64_t(b) * C + n;
+        __stcg(xp, __ldcg(xp) + v);
+    };
+    // Optional timing (a.prof): block 0's time in each phase and its wait at the barrier after it.
+    const bool rec = a.prof && blockIdx.x == 0 && threadIdx.x == 0;
+    unsigned long long t_mark = rec ? global_ns() : 0;
+    auto mark = [&](int slot) {
+        if (!rec) return;
+        const unsigned long long now = global_ns();
+        a.prof[slot] += now - t_mark;
+        t_mark = now;
+    };
+    auto barrier = [&](int phase) {
+        mark(2 * phase);
+        grid.sync();
+        mark(2 * phase + 1);
+    };
+    for (int32_t l = 0; l < a.L; ++l) {
+        const FusedLayerWeights w = a.layers[l];
+        const FusedLayerWeights* nw = l + 1 < a.L ? a.layers + l + 1 : nullptr;
+        T* kc = static_cast<T*>(a.k_cache) + int64_t(l) * a.layer_cache_elems;
+        T* vc = static_cast<T*>(a.v_cache) + int64_t(l) * a.layer_cache_elems;
+
+        // 1. attn_norm + qkv (+ bias): q to its buffer, k and v into the cache at position p.
+        stage_norm<T, MAXB>(x, w.ln1_g, B, C, a.eps, s_in);
+        gemv<T, MAXB>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C, nw ? static_cast<const T*>(nw->qkv_w) : nullptr,
+                      [&](int32_t b, int32_t n, float v) {
+                          if (w.qkv_b) v += w.qkv_b[n];
+                          if (n < C) {
+                              __stcg(q + int64_t(b) * C + n, from_f32<T>(v));
+                          } else {
+                              const int32_t c = (n - C) % C, h = c / D, d = c % D;
+                              T* cache = n < 2 * C ? kc : vc;
+                              __stcg(cache + ((int64_t(b) * NH + h) * T_ + p) * D + d, from_f32<T>(v));
+                          }
+                      });
+        barrier(0);
+        // 2. attention
+        attention<T>(a, nsplit, chunk, q, kc, vc, p, att, reinterpret_cast<float*>(smem_raw));
+        barrier(1);
+        // 3. x += att · proj^T (+ bias)
+        stage_copy<T>(att, int64_t(B) * C, s_in);
+        gemv<T, MAXB>(static_cast<const T*>(w.proj_w), s_in, B, C, C, nw ? static_cast<const T*>(nw->proj_w) : nullptr,
+                      [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
+        barrier(2);
+        // 4. mlp_norm + fc (+ bias) + quick-GELU
+        stage_norm<T, MAXB>(x, w.ln2_g, B, C, a.eps, s_in);
+        gemv<T, MAXB>(static_cast<const T*>(w.fc_w), s_in, B, H, C, nw ? static_cast<const T*>(nw->fc_w) : nullptr,
+                      [&](int32_t b, int32_t n, float v) {
+                          if (w.fc_b) v += w.fc_b[n];
+                          __stcg(fch + int64_t(b) * H + n, from_f32<T>(v / (1.0f + expf(-1.702f * v))));
+                      });
+        barrier(3);
+        // 5. x += h · mproj^T (+ bias)
+        stage_copy<T>(fch, int64_t(B) * H, s_in);
+        gemv<T, MAXB>(static_cast<const T*>(w.mproj_w), s_in, B, C, H,
+                      nw ? static_cast<const T*>(nw->mproj_w) : nullptr,
+                      [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
+        barrier(4);
+    }
+    // Final norm + head: f32 logits.
+    stage_norm<T, MAXB>(x, a.lnf_g, B, C, a.eps, s_in);
+    float* logits = a.logits;
+    const int32_t V = a.V;
+    gemv<T, MAXB>(static_cast<const T*>(a.head_w), s_in, B, V, C, nullptr,
+                  [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
+    mark(10);
+    if (rec) a.prof[11] += 1;
+}
+
+template <typename T, int MAXB> void* kernel_ptr() { return reinterpret_cast<void*>(fused_decode_kernel<T, MAXB>); }
+
+template <typename F> void dispatch_batch(int32_t B, F&& f) {
+    if (B <= 1) f(std::integral_constant<int, 1>{});
+    else if (B <= 4) f(std::integral_constant<int, 4>{});
+    else f(std::integral_constant<int, 8>{});  // kFusedMaxBatch
+}
+
+}  // namespace
+
+FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, int32_t NH, int32_t D, int32_t T) {
+    FusedDecodePlan plan;
+    const int32_t kv = 16 / int32_t(dev_type_size(t));
+    if (B < 1 || B > kFusedMaxBatch) {
+        plan.why = "batch " + std::to_string(B) + " is over " + std::to_string(kFusedMaxBatch);
+        return plan;
+    }
+    if (D % kv != 0 || 32 % (D / kv) != 0 || C % kv != 0 || H % kv != 0) {
+        plan.why = "widths not a multiple of 16 bytes (head dim " + std::to_string(D) + ")";
+        return plan;
+    }
+    int device = 0, sms = 0;
+    IGPT_CUDA_CHECK(cudaGetDevice(&device));
+    IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    int coop = 0, smem_max = 0;
+    IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+    IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (!coop) {
+        plan.why = "the device has no cooperative launch";
+        return plan;
+    }
+    // Attention split: about one (b, h, chunk) item per block; chunks a multiple of 32 keys.
+    const int32_t grid = sms;
+    int32_t nsplit = std::max(1, grid / (B * NH));
+    int32_t chunk = (T + nsplit - 1) / nsplit;
+    chunk = (chunk + 31) / 32 * 32;
+    nsplit = (T + chunk - 1) / chunk;
+    const size_t es = dev_type_size(t);
+    const size_t stage = size_t(B) * size_t(std::max(C, H)) * es;
+    const size_t attn = (size_t(D) + size_t(chunk) + size_t(kThreads) * size_t(kv)) * 4;
+    const size_t smem = (std::max(stage, attn) + 15) / 16 * 16;
+    if (smem > size_t(smem_max)) {
+        plan.why = "needs " + std::to_string(smem) + " bytes of shared memory (the device has " +
+                   std::to_string(smem_max) + ")";
+        return plan;
+    }
+    int blocks_per_sm = 0;
+    dispatch_type(t, [&](auto tag) {
+        using E = decltype(tag);
+        dispatch_batch(B, [&](auto mb) {
+            void* k = kernel_ptr<E, decltype(mb)::value>();
+            IGPT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+            IGPT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, k, kThreads, smem));
+        });
+    });
+    if (blocks_per_sm < 1) {
+        plan.why = "a block of " + std::to_string(kThreads) + " threads does not fit on an SM";
+        return plan;
+    }
+    plan.ok = true;
+    plan.grid = grid;
+    plan.max_batch = B;
+    plan.nsplit = nsplit;
+    plan.chunk = chunk;
+    plan.smem = smem;
+    plan.ws_floats = size_t(B) * size_t(NH) * size_t(nsplit) * size_t(D + 2);
+    plan.counters = size_t(B) * size_t(NH);
+    return plan;
+}
+
+void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStream_t stream) {
+    if (!plan.ok) throw Error("fused decode: " + plan.why);
+    if (a.B < 1 || a.B > plan.max_batch) throw Error("fused decode: batch exceeds the plan's");
+    dispatch_type(a.t, [&](auto tag) {
+        using E = decltype(tag);
+        dispatch_batch(plan.max_batch, [&](auto mb) {
+            cudaLaunchConfig_t cfg = {};
+            cfg.gridDim = dim3(unsigned(plan.grid));
+            cfg.blockDim = dim3(unsigned(kThreads));
+            cfg.dynamicSmemBytes = plan.smem;
+            cfg.stream = stream;
+            cudaLaunchAttribute attr[1];
+            attr[0].id = cudaLaunchAttributeCooperative;
+            attr[0].val.cooperative = 1;
+            cfg.attrs = attr;
+            cfg.numAttrs = 1;
+            IGPT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fused_decode_kernel<E, decltype(mb)::value>, a, plan.nsplit,
+                                               plan.chunk));
+        });
+    });
+}
+
+}  // namespace igpt::cuda
