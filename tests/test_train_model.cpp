@@ -11,10 +11,12 @@
 #include "model.h"
 #include "optim.h"
 #include "session.h"
+#include "test_util.h"
 #include "train_model.h"
 
 using namespace igpt;
 using namespace igpt::train;
+using igpt_test::random_tokens;
 
 namespace {
 
@@ -58,13 +60,6 @@ std::vector<double> random_params(const ModelConfig& cfg, uint64_t seed) {
         }
     }
     return p;
-}
-
-std::vector<int32_t> random_tokens(size_t n, int32_t V, uint32_t seed) {
-    std::mt19937 g(seed);
-    std::vector<int32_t> t(n);
-    for (int32_t& x : t) x = int32_t(g() % uint32_t(V));
-    return t;
 }
 
 }  // namespace

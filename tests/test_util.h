@@ -3,7 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 #include <sys/wait.h>
 
 #include "model.h"
@@ -43,6 +45,14 @@ inline std::string cli() {
 #else
     return std::string(IGPT_BINARY_DIR) + "/tools/igpt/igpt";
 #endif
+}
+
+// n palette indices in [0, V), uniform, from std::mt19937(seed).
+inline std::vector<int32_t> random_tokens(size_t n, int32_t V, uint32_t seed) {
+    std::mt19937 g(seed);
+    std::vector<int32_t> t(n);
+    for (int32_t& x : t) x = int32_t(g() % uint32_t(V));
+    return t;
 }
 
 inline igpt::Palette random_palette(int32_t k, uint64_t seed) {

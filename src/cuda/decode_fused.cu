@@ -33,21 +33,22 @@ __device__ __forceinline__ unsigned long long global_ns() {
     return t;
 }
 
-// s_in (B, C) = rms_norm(x) * g, rounded to T. Every block does all B rows (x is in L2), every thread a
-// column slice of each row, so the loads of a pass are all in flight together. Ends with a barrier.
+// s_in (B, C) = rms_norm(x) * g, rounded to T. Every block does all B rows (x is in L2, and every block
+// reads the same lines at once, so each round trip is slow): a thread's loads for all B rows are issued
+// together, so a pass costs one round trip per kThreads columns, not one per row. Ends with a barrier.
 template <typename T, int MAXB>
 __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t B, int32_t C, float eps, T* s_in) {
     __shared__ float s_red[kWarps * MAXB];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float ss[MAXB];
 #pragma unroll
-    for (int b = 0; b < MAXB; ++b) {
-        ss[b] = 0.0f;
-        if (b >= B) continue;
-        for (int32_t c = threadIdx.x; c < C; c += kThreads) {
-            const float v = __ldcg(x + int64_t(b) * C + c);
-            ss[b] += v * v;
-        }
+    for (int b = 0; b < MAXB; ++b) ss[b] = 0.0f;
+    for (int32_t c = threadIdx.x; c < C; c += kThreads) {
+        float v[MAXB];
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) v[b] = b < B ? __ldcg(x + int64_t(b) * C + c) : 0.0f;
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) ss[b] += v[b] * v[b];
     }
 #pragma unroll
     for (int b = 0; b < MAXB; ++b) {
@@ -55,24 +56,45 @@ __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t 
         if (lane == 0) s_red[warp * MAXB + b] = v;
     }
     __syncthreads();
-#pragma unroll
-    for (int b = 0; b < MAXB; ++b) {
-        if (b >= B) continue;
+    if (threadIdx.x < MAXB) {  // the rows' 1/rms, through shared memory
         float t = 0.0f;
-        for (int w = 0; w < kWarps; ++w) t += s_red[w * MAXB + b];
-        const float r = rsqrtf(t / float(C) + eps);
-        for (int32_t c = threadIdx.x; c < C; c += kThreads)
-            s_in[int64_t(b) * C + c] = from_f32<T>(__ldcg(x + int64_t(b) * C + c) * r * g[c]);
+        for (int w = 0; w < kWarps; ++w) t += s_red[w * MAXB + threadIdx.x];
+        s_red[threadIdx.x] = rsqrtf(t / float(C) + eps);  // its slot for w = 0 was read only by this thread
+    }
+    __syncthreads();
+    for (int32_t c = threadIdx.x; c < C; c += kThreads) {
+        float v[MAXB];
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) v[b] = b < B ? __ldcg(x + int64_t(b) * C + c) : 0.0f;
+        const float gc = g[c];
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b)
+            if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(v[b] * s_red[b] * gc);
     }
     __syncthreads();
 }
 
-// s_in = src (n elements of T, n * sizeof(T) a multiple of 16). Ends with a barrier.
+// s_in = src (n elements of T, n * sizeof(T) a multiple of 16): 8 loads a thread in flight per round
+// trip. Ends with a barrier.
 template <typename T>
 __device__ void stage_copy(const T* src, int64_t n, T* s_in) {
+    constexpr int kBatch = 4;
     const int64_t words = n * int64_t(sizeof(T)) / 16;
-    for (int64_t i = threadIdx.x; i < words; i += kThreads)
-        reinterpret_cast<uint4*>(s_in)[i] = ldcg4(reinterpret_cast<const uint4*>(src) + i);
+    const uint4* from = reinterpret_cast<const uint4*>(src);
+    uint4* to = reinterpret_cast<uint4*>(s_in);
+    for (int64_t i0 = threadIdx.x; i0 < words; i0 += int64_t(kThreads) * kBatch) {
+        uint4 w[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int64_t i = i0 + int64_t(u) * kThreads;
+            w[u] = i < words ? ldcg4(from + i) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int64_t i = i0 + int64_t(u) * kThreads;
+            if (i < words) to[i] = w[u];
+        }
+    }
     __syncthreads();
 }
 

@@ -217,6 +217,8 @@ TrainCompute::~TrainCompute() = default;
 
 int32_t TrainCompute::threads() const { return pool_->size(); }
 
+std::string TrainCompute::describe() const { return "cpu, " + std::to_string(threads()) + " threads"; }
+
 double TrainCompute::forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale,
                                       float* grads) {
     const int64_t T = cfg_.n_ctx();

@@ -112,17 +112,30 @@ double clf_head(const F* pooled, const F* W, const F* b, int32_t K, int64_t C, i
 // as the lower triangle only): for reporting achieved GFLOP/s.
 double train_flops_per_image(const ModelConfig& cfg);
 
+// What the trainer's loop needs from whatever runs the model: the CPU (TrainCompute below) or a GPU
+// (train/cuda/train_cuda.h). Parameters and gradients are flat host arrays in param_layout() order.
+class StepCompute {
+public:
+    virtual ~StepCompute() = default;
+    virtual std::string describe() const = 0;  // "cpu, 2 threads", "cuda (NVIDIA H100 ...), bf16 GEMMs"
+    // tokens: (B, T). Accumulates d(scale * sum of nll)/dparams into grads (flat layout). Returns the
+    // sum of nll (nats) over all B*T positions.
+    virtual double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale,
+                                    float* grads) = 0;
+    // Forward only: sum of nll over all positions; pixel_nats (optional, (B, T)).
+    virtual double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr) = 0;
+};
+
 // A batch of images on the CPU: data-parallel over images on `threads` threads.
-class TrainCompute {
+class TrainCompute final : public StepCompute {
 public:
     TrainCompute(const ModelConfig& cfg, int32_t threads);
-    ~TrainCompute();
+    ~TrainCompute() override;
     int32_t threads() const;
-    // tokens: (B, T). Accumulates d(scale * sum of nll)/dparams into grads (flat layout). Returns the
-    // sum of nll (nats) over all B*T positions. Deterministic for a given thread count.
-    double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale, float* grads);
-    // Forward only: sum of nll over all positions; pixel_nats (optional, (B, T)).
-    double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr);
+    std::string describe() const override;
+    // Deterministic for a given thread count.
+    double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale, float* grads) override;
+    double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr) override;
 
     // Fine-tuning: the generative loss plus a classification head on the final norm's output averaged
     // over positions (clf_head; head = [W (K, C) | b (K)], labels (B) in [0, K)). Accumulates

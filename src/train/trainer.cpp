@@ -17,6 +17,9 @@
 #include "error.h"
 #include "optim.h"
 #include "train_model.h"
+#ifdef IGPT_TRAIN_CUDA
+#include "cuda/train_cuda.h"
+#endif
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -50,6 +53,8 @@ std::string TrainOptions::to_json() const {
               {"ckpt_every", ckpt_every},
               {"out_dir", out_dir},
               {"threads", threads},
+              {"device", device},
+              {"cuda_math", cuda_math},
               {"command", command}};
     return j.dump();
 }
@@ -83,6 +88,8 @@ TrainOptions TrainOptions::from_json(const std::string& s) {
         o.ckpt_every = j.at("ckpt_every");
         o.out_dir = j.at("out_dir");
         o.threads = j.at("threads");
+        o.device = j.value("device", std::string("cpu"));  // runs from before CUDA training: cpu
+        o.cuda_math = j.value("cuda_math", std::string("bf16"));
         o.command = j.at("command");
     } catch (const json::exception& e) {
         throw Error(std::string("bad training options in checkpoint (") + e.what() + ")");
@@ -151,7 +158,7 @@ std::vector<int32_t> eval_tokens(const TokenDataset& val, int64_t count, int32_t
     return out;
 }
 
-double eval_bpp(TrainCompute& compute, const std::vector<float>& params, const std::vector<int32_t>& tokens,
+double eval_bpp(StepCompute& compute, const std::vector<float>& params, const std::vector<int32_t>& tokens,
                 int64_t n_images, int64_t T, int32_t batch) {
     double nats = 0;
     for (int64_t i = 0; i < n_images; i += batch) {
@@ -169,6 +176,25 @@ std::string now_utc() {
 }
 
 }  // namespace
+
+// The CPU trainer, or the CUDA one for --device cuda; *hardware: what ran it, for the model card.
+std::unique_ptr<StepCompute> make_step_compute(const TrainOptions& opt, std::string* hardware) {
+    if (opt.device == "cpu") {
+        auto c = std::make_unique<TrainCompute>(opt.cfg, opt.threads);
+        *hardware = hardware_description(c->threads());
+        return c;
+    }
+    if (opt.device == "cuda") {
+#ifdef IGPT_TRAIN_CUDA
+        auto c = make_cuda_step_compute(opt.cfg, opt.cuda_math);
+        *hardware = c->describe();
+        return c;
+#else
+        throw Error("this build has no CUDA trainer (build where nvcc is found, with IGPT_WITH_CUDA on)");
+#endif
+    }
+    throw Error("unknown training device '" + opt.device + "' (use cpu or cuda)");
+}
 
 TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb) {
     auto log = [&](const std::string& s) {
@@ -191,6 +217,8 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         have_ck = true;
         TrainOptions stored = TrainOptions::from_json(ck.options_json);
         stored.threads = opt.threads;
+        stored.device = opt.device;  // a run may move between the CPU and a GPU
+        stored.cuda_math = opt.cuda_math;
         stored.out_dir = opt.out_dir;
         stored.command = stored.command + " ; resumed: " + opt.command;
         opt = stored;
@@ -308,7 +336,9 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     const std::vector<uint8_t> mask = decay_mask(specs);
     const size_t n_params = ck.params.size();
     std::vector<float> grads(n_params);
-    TrainCompute compute(opt.cfg, opt.threads);
+    std::string hardware;
+    std::unique_ptr<StepCompute> compute_ptr = make_step_compute(opt, &hardware);
+    StepCompute& compute = *compute_ptr;
     BatchSampler sampler(train_data, opt.seed, H, W, opt.flip);
     LrSchedule sched;
     sched.lr = opt.lr;
@@ -319,8 +349,8 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     ap.beta1 = opt.beta1;
     ap.beta2 = opt.beta2;
     ap.weight_decay = opt.weight_decay;
-    std::snprintf(buf, sizeof buf, "model: %s, %lld parameters, %d threads; %d images x %d accum per step",
-                  opt.cfg.to_json().c_str(), (long long)n_params, compute.threads(), opt.batch, opt.accum);
+    std::snprintf(buf, sizeof buf, "model: %s, %lld parameters, %s; %d images x %d accum per step",
+                  opt.cfg.to_json().c_str(), (long long)n_params, compute.describe().c_str(), opt.batch, opt.accum);
     log(buf);
 
     if (have_ck) truncate_metrics(metrics_path, ck.step);
@@ -404,7 +434,7 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
                  {"images_seen", ck.step * opt.batch * opt.accum},
                  {"batch", opt.batch * opt.accum},
                  {"wall_seconds", r.wall_seconds},
-                 {"hardware", hardware_description(compute.threads())},
+                 {"hardware", hardware},
                  {"val_bpp", r.val_bpp},
                  {"val_images", n_final},
                  {"baseline_unigram_bpp", base.unigram_bpp},

@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "baselines.h"
@@ -47,11 +48,18 @@ struct TrainOptions {
     int64_t ckpt_every = 100;     // steps between checkpoints (and one at the end)
     std::string out_dir = "run";
     int32_t threads = 0;          // 0 = all hardware threads
+    std::string device = "cpu";   // cpu | cuda (train/cuda/train_cuda.h; needs a CUDA build and a GPU)
+    std::string cuda_math = "bf16";  // the CUDA GEMMs' compute: bf16 | tf32 | f32
     std::string command;          // the command line, for provenance
 
     std::string to_json() const;
     static TrainOptions from_json(const std::string& s);
 };
+
+class StepCompute;
+// The CPU trainer (opt.threads), or the CUDA one for opt.device == "cuda"; *hardware: what runs it, for
+// the model card. Throws igpt::Error for an unknown device or a build without the CUDA trainer.
+std::unique_ptr<StepCompute> make_step_compute(const TrainOptions& opt, std::string* hardware);
 
 struct TrainCallbacks {
     std::function<void(const std::string&)> log;                                // user-facing lines

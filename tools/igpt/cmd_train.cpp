@@ -1,6 +1,8 @@
 // `igpt train`: pretrain an Image GPT on a folder of images (or CIFAR-10 batches), resumable after a crash;
 // `igpt export`: write a run's model as f32, f16 or int8 with its provenance.
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +15,9 @@
 #include "error.h"
 #include "model.h"
 #include "progress.h"
+#include "optim.h"
+#include "sampler.h"
+#include "train_model.h"
 #include "trainer.h"
 
 namespace fs = std::filesystem;
@@ -118,9 +123,86 @@ void run_export(const std::string& run, const std::string& out, const std::strin
                 (long long)m.params.size(), (long long)fs::file_size(out));
 }
 
+struct TrainBenchArgs {
+    std::string config = "S", device = "cpu", cuda_math = "bf16";
+    int32_t width = 0, layers = 0, heads = 0, batch = 8, steps = 5, warmup = 2, threads = 0;
+};
+
+// Training throughput on random data: forward + backward alone, and whole steps (with gradient clipping
+// and AdamW on the host, as `igpt train` runs them). Prints a RESULT line for scripts.
+void run_train_bench(const TrainBenchArgs& a) {
+    igpt::ModelConfig cfg = igpt::config_preset(a.config);
+    if (a.width) cfg.width = a.width;
+    if (a.layers) cfg.layers = a.layers;
+    if (a.heads) cfg.heads = a.heads;
+    if (a.width || a.layers || a.heads) cfg.name = "custom";
+    cfg.validate();
+    std::vector<uint8_t> rgb(size_t(cfg.vocab) * 3);
+    for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 37);
+    igpt::Model m = igpt::init_model(cfg, igpt::Palette(rgb), 1);
+    igpt::train::TrainOptions o;
+    o.cfg = cfg;
+    o.device = a.device;
+    o.cuda_math = a.cuda_math;
+    o.threads = a.threads;
+    std::string hardware;
+    auto compute = igpt::train::make_step_compute(o, &hardware);
+    const int32_t T = cfg.n_ctx(), B = a.batch;
+    std::vector<int32_t> tok(size_t(B) * size_t(T));
+    igpt::Rng rng(7);
+    for (int32_t& t : tok) t = int32_t(rng.next() % uint64_t(cfg.vocab));
+    const auto specs = igpt::param_layout(cfg);
+    const auto mask = igpt::train::decay_mask(specs);
+    std::vector<float> g(m.params.size()), mom(m.params.size(), 0.0f), vel(m.params.size(), 0.0f);
+    const float scale = 1.0f / float(B * T);
+    std::printf("train bench: %s, %lld parameters, batch %d x %d tokens, on %s\n", cfg.to_json().c_str(),
+                (long long)m.params.size(), B, T, hardware.c_str());
+    using Clock = std::chrono::steady_clock;
+    double fb_best = 1e30, step_best = 1e30;
+    for (int32_t i = 0; i < a.warmup + a.steps; ++i) {
+        std::fill(g.begin(), g.end(), 0.0f);
+        const auto t0 = Clock::now();
+        compute->forward_backward(m.params.data(), tok.data(), B, scale, g.data());
+        const auto t1 = Clock::now();
+        igpt::train::clip_grad_norm(g.data(), g.size(), 1.0);
+        igpt::train::AdamWParams ap;
+        igpt::train::adamw_step(m.params.data(), g.data(), mom.data(), vel.data(), mask.data(), g.size(), i + 1, 1e-4f, ap);
+        const auto t2 = Clock::now();
+        if (i < a.warmup) continue;
+        fb_best = std::min(fb_best, std::chrono::duration<double>(t1 - t0).count());
+        step_best = std::min(step_best, std::chrono::duration<double>(t2 - t0).count());
+    }
+    const double tokens = double(B) * T, flops = igpt::train::train_flops_per_image(cfg) * B;
+    std::printf("forward + backward: %.4f s, %.0f tokens/s, %.1f TFLOP/s\n", fb_best, tokens / fb_best,
+                flops / fb_best / 1e12);
+    std::printf("whole step (host clip + AdamW): %.4f s, %.0f tokens/s\n", step_best, tokens / step_best);
+    std::printf("RESULT igpt-train device=%s math=%s config=%s params=%lld batch=%d tokens_per_s=%.0f "
+                "fb_tokens_per_s=%.0f\n",
+                a.device.c_str(), a.device == "cuda" ? a.cuda_math.c_str() : "f32", cfg.name.c_str(),
+                (long long)m.params.size(), B, tokens / step_best, tokens / fb_best);
+}
+
 }  // namespace
 
 void register_train(CLI::App& app) {
+    {
+        auto b = std::make_shared<TrainBenchArgs>();
+        CLI::App* c = app.add_subcommand("train-bench", "Training throughput on random data (tokens/s; CPU or CUDA)");
+        c->add_option("-c,--config", b->config, "preset: tiny, small, base, S, M, L")->capture_default_str();
+        c->add_option("--width", b->width, "override the preset's width");
+        c->add_option("--layers", b->layers, "override the preset's layers");
+        c->add_option("--heads", b->heads, "override the preset's heads");
+        c->add_option("-b,--batch", b->batch, "images per step")->capture_default_str()->check(CLI::Range(1, 4096));
+        c->add_option("--steps", b->steps, "timed steps (the best is reported)")->capture_default_str()
+            ->check(CLI::Range(1, 100000));
+        c->add_option("--warmup", b->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000));
+        c->add_option("--device", b->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+        c->add_option("--cuda-math", b->cuda_math, "bf16, tf32 or f32")->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+            ->capture_default_str();
+        c->add_option("-j,--threads", b->threads, "CPU threads (0 = all)");
+        c->callback([b] { run_train_bench(*b); });
+    }
+
     auto a = std::make_shared<TrainArgs>();
     igpt::train::TrainOptions& o = a->opt;
     CLI::App* t = app.add_subcommand("train", "Pretrain an Image GPT on a folder of images or CIFAR-10 batches");
@@ -158,6 +240,12 @@ void register_train(CLI::App& app) {
     t->add_option("--ckpt-every", o.ckpt_every, "Steps between checkpoints")->capture_default_str();
     t->add_option("--out", o.out_dir, "Run folder (checkpoint, metrics.jsonl, model)")->capture_default_str();
     t->add_option("--threads", o.threads, "CPU threads (0 = all)")->capture_default_str();
+    t->add_option("--device", o.device, "cpu, or cuda (GPU; this build's CUDA trainer)")
+        ->check(CLI::IsMember({"cpu", "cuda"}))
+        ->capture_default_str();
+    t->add_option("--cuda-math", o.cuda_math, "compute of the CUDA GEMMs: bf16, tf32 or f32 (fp32 storage)")
+        ->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+        ->capture_default_str();
     t->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (with its stored options)");
     t->add_option("--export", a->export_path, "Also write the final model here");
     t->add_option("--dtype", a->export_dtype, "dtype of --export: f32, f16, int8")->capture_default_str();

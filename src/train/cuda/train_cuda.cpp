@@ -1,0 +1,310 @@
+// CUDA StepCompute (see train_cuda.h): the CPU trainer's Net::forward / Net::backward, for a whole batch at
+// once, on the device. Activations of every layer are kept for the backward pass (the attention
+// probabilities too: B * heads * T * T floats a layer).
+#include "train_cuda.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "cuda/common.cuh"
+#include "error.h"
+#include "train_kernels.cuh"
+
+namespace igpt::train {
+
+namespace {
+
+namespace ct = igpt::cuda::train;
+
+ct::GemmMath math_from_name(const std::string& s) {
+    if (s == "f32" || s == "fp32") return ct::GemmMath::F32;
+    if (s == "tf32") return ct::GemmMath::TF32;
+    if (s == "bf16") return ct::GemmMath::BF16;
+    throw Error("unknown CUDA training precision '" + s + "' (use bf16, tf32 or f32)");
+}
+
+// Device buffers of one size class, freed together.
+class Arena {
+public:
+    Arena() = default;
+    ~Arena() { release(); }
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+    template <typename T> T* get(size_t n) {
+        void* p = nullptr;
+        const cudaError_t e = cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T));
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            throw Error("CUDA trainer: out of GPU memory allocating " + std::to_string(n * sizeof(T) >> 20) +
+                        " MB (" + std::to_string(total_ >> 20) + " MB already held); use a smaller --batch");
+        }
+        ptrs_.push_back(p);
+        total_ += n * sizeof(T);
+        return static_cast<T*>(p);
+    }
+    void release() {
+        for (void* p : ptrs_) cudaFree(p);
+        ptrs_.clear();
+        total_ = 0;
+    }
+    size_t bytes() const { return total_; }
+
+private:
+    std::vector<void*> ptrs_;
+    size_t total_ = 0;
+};
+
+struct LayerBufs {
+    float *ln1, *rstd1, *qkv, *att, *atty, *res_mid, *ln2, *rstd2, *fc, *fc_act;
+};
+
+class CudaTrainCompute final : public StepCompute {
+public:
+    CudaTrainCompute(const ModelConfig& cfg, ct::GemmMath math) : cfg_(cfg), math_(math) {
+        n_params_ = 0;
+        for (const ParamSpec& s : param_layout(cfg)) n_params_ = std::max(n_params_, s.offset + s.numel);
+        cudaDeviceProp prop{};
+        IGPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+        device_ = prop.name;
+        IGPT_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+        if (cublasCreate(&blas_) != CUBLAS_STATUS_SUCCESS) {
+            cudaStreamDestroy(s_);
+            throw Error("cuBLAS: cublasCreate failed");
+        }
+        cublasSetStream(blas_, s_);
+        try {
+            params_ = fixed_.get<float>(n_params_);
+            grads_ = fixed_.get<float>(n_params_);
+            IGPT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_grads_), n_params_ * sizeof(float)));
+        } catch (...) {
+            cublasDestroy(blas_);
+            cudaStreamDestroy(s_);
+            throw;
+        }
+        w_ = bind_weights<float>(cfg_, params_);
+        g_ = bind_weights<float>(cfg_, grads_);
+    }
+
+    ~CudaTrainCompute() override {
+        cudaStreamSynchronize(s_);
+        if (host_grads_) cudaFreeHost(host_grads_);
+        cublasDestroy(blas_);
+        cudaStreamDestroy(s_);
+    }
+
+    std::string describe() const override {
+        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, fp32 master weights on the host";
+    }
+
+    double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale,
+                            float* grads) override {
+        prepare(params, tokens, B);
+        IGPT_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * sizeof(float), s_));
+        forward(B, true, scale);
+        backward(B);
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(host_grads_, grads_, n_params_ * sizeof(float), cudaMemcpyDeviceToHost, s_));
+        const double nats = sum_nll(B, nullptr);  // synchronises
+        for (size_t i = 0; i < n_params_; ++i) grads[i] += host_grads_[i];
+        return nats;
+    }
+
+    double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats) override {
+        prepare(params, tokens, B);
+        forward(B, false, 0.0f);
+        return sum_nll(B, pixel_nats);
+    }
+
+private:
+    // Uploads the parameters and tokens; (re)allocates the activations for batch B.
+    void prepare(const float* params, const int32_t* tokens, int32_t B) {
+        const int32_t T = cfg_.n_ctx(), V = cfg_.vocab;
+        if (B < 1) throw Error("CUDA trainer: batch must be at least 1");
+        for (int64_t i = 0; i < int64_t(B) * T; ++i)
+            if (tokens[i] < 0 || tokens[i] >= V) throw Error("trainer: token out of range of the palette");
+        if (B > batch_) allocate(B);
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(params_, params, n_params_ * sizeof(float), cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(tok_, tokens, size_t(B) * size_t(T) * 4, cudaMemcpyHostToDevice, s_));
+    }
+
+    void allocate(int32_t B) {
+        IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+        act_.release();
+        batch_ = 0;
+        const size_t T = size_t(cfg_.n_ctx()), C = size_t(cfg_.width), H = size_t(cfg_.hidden()),
+                     V = size_t(cfg_.vocab), NH = size_t(cfg_.heads), M = size_t(B) * T;
+        tok_ = act_.get<int32_t>(M);
+        res_.clear();
+        for (int32_t l = 0; l <= cfg_.layers; ++l) res_.push_back(act_.get<float>(M * C));
+        layers_.clear();
+        for (int32_t l = 0; l < cfg_.layers; ++l) {
+            LayerBufs b;
+            b.ln1 = act_.get<float>(M * C);
+            b.rstd1 = act_.get<float>(M);
+            b.qkv = act_.get<float>(M * 3 * C);
+            b.att = act_.get<float>(size_t(B) * NH * T * T);
+            b.atty = act_.get<float>(M * C);
+            b.res_mid = act_.get<float>(M * C);
+            b.ln2 = act_.get<float>(M * C);
+            b.rstd2 = act_.get<float>(M);
+            b.fc = act_.get<float>(M * H);
+            b.fc_act = act_.get<float>(M * H);
+            layers_.push_back(b);
+        }
+        lnf_ = act_.get<float>(M * C);
+        rstdf_ = act_.get<float>(M);
+        logits_ = act_.get<float>(M * V);
+        row_nll_ = act_.get<float>(M);
+        for (float*& h : heads_) h = act_.get<float>(M * C);  // q k v o dq dk dv do, each (B*NH, T, D)
+        dP_ = act_.get<float>(size_t(B) * NH * T * T);
+        dres_ = act_.get<float>(M * C);
+        dln_ = act_.get<float>(M * C);
+        dqkv_ = act_.get<float>(M * 3 * C);
+        datty_ = act_.get<float>(M * C);
+        dfc_ = act_.get<float>(M * H);
+        host_nll_.resize(M);
+        batch_ = B;
+    }
+
+    // Row-major Y (M, N) = X (M, K) · W (N, K)^T, into Y with beta.
+    void linear(const float* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
+        ct::gemm_rm(blas_, math_, false, true, M, N, K, 1.0f, X, K, 0, W, K, 0, beta, Y, N, 0);
+    }
+    // dX = dY W (skipped when dX is null), dW += dY^T X, db += column sums of dY.
+    void linear_back(const float* dY, const float* X, const float* W, int64_t M, int64_t K, int64_t N, float* dX,
+                     float* dW, float* db) {
+        if (dX) ct::gemm_rm(blas_, math_, false, false, M, K, N, 1.0f, dY, N, 0, W, K, 0, 0.0f, dX, K, 0);
+        ct::gemm_rm(blas_, math_, true, false, N, K, M, 1.0f, dY, N, 0, X, K, 0, 1.0f, dW, K, 0);
+        if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
+    }
+
+    void forward(int32_t B, bool grad, float scale) {
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab, NH = cfg_.heads,
+                      D = cfg_.head_dim();
+        const int64_t M = int64_t(B) * T, BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
+        const float eps = cfg_.norm_eps, att_scale = 1.0f / std::sqrt(float(D));
+        float *q = heads_[0], *k = heads_[1], *v = heads_[2], *o = heads_[3];
+        ct::embed_forward(tok_, B, T, C, w_.sos, w_.wte, w_.wpe, res_[0], s_);
+        for (int32_t l = 0; l < cfg_.layers; ++l) {
+            const LayerWeights<float>& lw = w_.layers[size_t(l)];
+            const LayerBufs& a = layers_[size_t(l)];
+            const float* x = res_[size_t(l)];
+            ct::rmsnorm_forward(x, lw.ln1_g, eps, M, C, a.ln1, a.rstd1, s_);
+            linear(a.ln1, lw.qkv_w, a.qkv, M, C, 3 * C);
+            if (lw.qkv_b) ct::add_bias(a.qkv, lw.qkv_b, M, 3 * C, s_);
+            ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
+            ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
+            ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+            // S = q k^T (raw), P = causal softmax(scale S), o = P v; per (image, head).
+            ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, q, D, TD, k, D, TD, 0.0f, a.att, T, TT, BH);
+            ct::causal_softmax(a.att, BH, T, att_scale, s_);
+            ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, a.att, T, TT, v, D, TD, 0.0f, o, D, TD, BH);
+            ct::from_heads(o, B, T, NH, D, a.atty, C, 0, s_);
+            // res_mid = x + atty proj^T + b
+            IGPT_CUDA_CHECK(cudaMemcpyAsync(a.res_mid, x, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
+            linear(a.atty, lw.proj_w, a.res_mid, M, C, C, 1.0f);
+            if (lw.proj_b) ct::add_bias(a.res_mid, lw.proj_b, M, C, s_);
+            ct::rmsnorm_forward(a.res_mid, lw.ln2_g, eps, M, C, a.ln2, a.rstd2, s_);
+            linear(a.ln2, lw.fc_w, a.fc, M, C, H);
+            if (lw.fc_b) ct::add_bias(a.fc, lw.fc_b, M, H, s_);
+            ct::gelu_forward(a.fc, M * H, a.fc_act, s_);
+            float* out = res_[size_t(l) + 1];
+            IGPT_CUDA_CHECK(cudaMemcpyAsync(out, a.res_mid, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
+            linear(a.fc_act, lw.mproj_w, out, M, H, C, 1.0f);
+            if (lw.mproj_b) ct::add_bias(out, lw.mproj_b, M, C, s_);
+        }
+        ct::rmsnorm_forward(res_[size_t(cfg_.layers)], w_.lnf_g, eps, M, C, lnf_, rstdf_, s_);
+        linear(lnf_, w_.head_w, logits_, M, C, V);
+        ct::cross_entropy(logits_, tok_, M, V, scale, grad, row_nll_, s_);  // logits_ -> dlogits with grad
+    }
+
+    void backward(int32_t B) {
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab, NH = cfg_.heads,
+                      D = cfg_.head_dim();
+        const int64_t M = int64_t(B) * T, BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
+        const float att_scale = 1.0f / std::sqrt(float(D));
+        float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
+              *dO = heads_[7];
+        IGPT_CUDA_CHECK(cudaMemsetAsync(dres_, 0, size_t(M) * C * 4, s_));
+        linear_back(logits_, lnf_, w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
+        ct::rmsnorm_backward(dln_, res_[size_t(cfg_.layers)], w_.lnf_g, rstdf_, M, C, dres_, g_.lnf_g, s_);
+        for (int32_t l = cfg_.layers - 1; l >= 0; --l) {
+            const LayerWeights<float>& lw = w_.layers[size_t(l)];
+            const LayerWeights<float>& lg = g_.layers[size_t(l)];
+            const LayerBufs& a = layers_[size_t(l)];
+            // MLP branch: res[l+1] = res_mid + mproj(gelu(fc(norm(res_mid))))
+            linear_back(dres_, a.fc_act, lw.mproj_w, M, H, C, dfc_, lg.mproj_w, lg.mproj_b);
+            ct::gelu_backward(dfc_, a.fc, M * H, dfc_, s_);
+            linear_back(dfc_, a.ln2, lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
+            ct::rmsnorm_backward(dln_, a.res_mid, lw.ln2_g, a.rstd2, M, C, dres_, lg.ln2_g, s_);
+            // attention branch: res_mid = res[l] + proj(attn(qkv(norm(res[l]))))
+            linear_back(dres_, a.atty, lw.proj_w, M, C, C, datty_, lg.proj_w, lg.proj_b);
+            ct::to_heads(datty_, C, 0, B, T, NH, D, dO, s_);
+            ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
+            ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
+            ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+            // dV = P^T dO; dP = dO V^T; dS = scale P (dP - rowsum(P dP)); dQ = dS K; dK = dS^T Q
+            ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, a.att, T, TT, dO, D, TD, 0.0f, dv, D, TD, BH);
+            ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, dO, D, TD, v, D, TD, 0.0f, dP_, T, TT, BH);
+            ct::softmax_backward(dP_, a.att, BH, T, att_scale, s_);
+            ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, dP_, T, TT, k, D, TD, 0.0f, dq, D, TD, BH);
+            ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, dP_, T, TT, q, D, TD, 0.0f, dk, D, TD, BH);
+            ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);
+            ct::from_heads(dk, B, T, NH, D, dqkv_, 3 * C, C, s_);
+            ct::from_heads(dv, B, T, NH, D, dqkv_, 3 * C, 2 * C, s_);
+            linear_back(dqkv_, a.ln1, lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
+            ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
+        }
+        ct::embed_backward(dres_, tok_, B, T, C, g_.sos, g_.wte, g_.wpe, s_);
+    }
+
+    // Waits for the stream; the sum of the rows' nll (and each row's, into pixel_nats when non-null).
+    double sum_nll(int32_t B, float* pixel_nats) {
+        const size_t M = size_t(B) * size_t(cfg_.n_ctx());
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(host_nll_.data(), row_nll_, M * 4, cudaMemcpyDeviceToHost, s_));
+        IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+        double total = 0;
+        for (size_t i = 0; i < M; ++i) total += double(host_nll_[i]);
+        if (pixel_nats) std::memcpy(pixel_nats, host_nll_.data(), M * 4);
+        return total;
+    }
+
+    ModelConfig cfg_;
+    ct::GemmMath math_;
+    std::string device_;
+    size_t n_params_ = 0;
+    cudaStream_t s_ = nullptr;
+    cublasHandle_t blas_ = nullptr;
+    Arena fixed_, act_;
+    float *params_ = nullptr, *grads_ = nullptr, *host_grads_ = nullptr;
+    Weights<float> w_, g_;  // device pointers in the flat layout
+    int32_t batch_ = 0;
+    int32_t* tok_ = nullptr;
+    std::vector<float*> res_;
+    std::vector<LayerBufs> layers_;
+    float *lnf_ = nullptr, *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;
+    float* heads_[8] = {};
+    float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr, *dfc_ = nullptr;
+    std::vector<float> host_nll_;
+};
+
+}  // namespace
+
+bool cuda_train_available() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return n > 0;
+}
+
+std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math) {
+    const ct::GemmMath m = math_from_name(math);
+    if (!cuda_train_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
+    return std::make_unique<CudaTrainCompute>(cfg, m);
+}
+
+}  // namespace igpt::train

@@ -1,0 +1,63 @@
+// CUDA kernels of the trainer (issue 6): the device versions of grad_ops.h, for a batch of B images at
+// once (M = B*T rows), all f32 in memory. The GEMMs go through cuBLAS (gemm_rm below): exact f32, or f32
+// storage with bf16 / tf32 tensor-core compute and f32 accumulation. Attention is written out as batched
+// GEMMs over (image, head) on head-major copies of q, k, v (B*NH, T, D), with the probabilities kept for
+// the backward pass, as the CPU trainer does.
+//
+// Conventions as in grad_ops.h: row-major, matrices [out, in]; a backward that says "+=" accumulates.
+// Every launcher enqueues on `stream` and returns at once.
+#pragma once
+#include <cublas_v2.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace igpt::cuda::train {
+
+enum class GemmMath { F32, TF32, BF16 };  // compute of the cuBLAS GEMMs (storage is always f32)
+const char* gemm_math_name(GemmMath m);
+
+// Row-major C (M, N) = alpha * op(A) (M, K) · op(B) (K, N) + beta * C, `batch` times with element strides
+// sA, sB, sC between the matrices. op(A) = A (M, K; lda) or, with ta, A^T for A (K, M; lda); same for B.
+void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+             const float* A, int64_t lda, int64_t sA, const float* B, int64_t ldb, int64_t sB, float beta, float* C,
+             int64_t ldc, int64_t sC, int64_t batch = 1);
+
+// x (B*T, C) = [sos | wte[tok[b, p-1]]] + wpe[p]; tok (B, T) are the targets, the input is shifted right.
+void embed_forward(const int32_t* tok, int32_t B, int32_t T, int32_t C, const float* sos, const float* wte,
+                   const float* wpe, float* x, cudaStream_t s);
+// dsos += sum_b dx[b, 0]; dwte[tok[b, p-1]] += dx[b, p] (atomics); dwpe[p] += sum_b dx[b, p].
+void embed_backward(const float* dx, const int32_t* tok, int32_t B, int32_t T, int32_t C, float* dsos, float* dwte,
+                    float* dwpe, cudaStream_t s);
+
+// out = x * rstd * g, rstd = 1 / sqrt(mean(x^2) + eps), per row.
+void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, float* out, float* rstd,
+                     cudaStream_t s);
+// dx += d(out)/dx · dout; dg += sum over rows of dout * x * rstd.
+void rmsnorm_backward(const float* dout, const float* x, const float* g, const float* rstd, int64_t M, int32_t C,
+                      float* dx, float* dg, cudaStream_t s);
+
+void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s);          // Y[m, :] += b
+void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s);        // db += column sums
+void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s);                  // y = x sigmoid(1.702 x)
+void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s);  // dx may alias dy
+
+// Head-major copies: dst (B*NH, T, D) <- columns [col0, col0 + NH*D) of src (B*T rows, row stride ld).
+void to_heads(const float* src, int64_t ld, int64_t col0, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst,
+              cudaStream_t s);
+// and back: columns [col0, col0 + NH*D) of dst (B*T rows, stride ld) <- src (B*NH, T, D).
+void from_heads(const float* src, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst, int64_t ld, int64_t col0,
+                cudaStream_t s);
+
+// S (BH, T, T) raw scores -> causal softmax of scale * S in place (zeros above the diagonal).
+void causal_softmax(float* S, int64_t BH, int32_t T, float scale, cudaStream_t s);
+// dP (BH, T, T) -> d(raw scores) in place: scale * P * (dP - rowsum(P * dP)), zero above the diagonal.
+void softmax_backward(float* dP, const float* P, int64_t BH, int32_t T, float scale, cudaStream_t s);
+
+// Per row m of logits (M, V): row_nll[m] = -ln softmax(logits[m])[tgt[m]]; with grad, logits[m] becomes
+// (softmax - onehot) * scale.
+void cross_entropy(float* logits, const int32_t* tgt, int64_t M, int32_t V, float scale, bool grad, float* row_nll,
+                   cudaStream_t s);
+
+}  // namespace igpt::cuda::train

@@ -1,0 +1,165 @@
+// The CUDA trainer (train/cuda/) against the CPU trainer (TrainCompute, itself checked against finite
+// differences in test_train_model.cpp): the gradient of every tensor (each op's backward shows up in its
+// own parameters), the per-pixel loss, and 50 AdamW steps from the same initialisation with the same
+// batches. f32 GEMMs are the checking mode (tight); bf16 tensor-core GEMMs get a stated loose tolerance.
+// Without a GPU, or in a build without the CUDA trainer, every case says "skipped: no GPU" and passes.
+// Each comparison prints its measured error ("cuda train check: ...").
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "optim.h"
+#include "test_util.h"
+#include "train_model.h"
+#ifdef IGPT_TRAIN_CUDA
+#include "cuda/train_cuda.h"
+#endif
+
+using namespace igpt;
+using namespace igpt::train;
+using igpt_test::random_tokens;
+
+namespace {
+
+bool gpu_or_skip() {
+#ifdef IGPT_TRAIN_CUDA
+    if (cuda_train_available()) return true;
+    WARN("skipped: no GPU (this build has the CUDA trainer, but no CUDA device is visible)");
+#else
+    WARN("skipped: no GPU (this build has no CUDA trainer: IGPT_WITH_CUDA is off)");
+#endif
+    return false;
+}
+
+#ifdef IGPT_TRAIN_CUDA
+ModelConfig small_cfg(bool bias) {  // 8x8 image, 16 colours, width 32, 2 layers, 4 heads (head dim 8)
+    ModelConfig c;
+    c.name = "custom";
+    c.vocab = 16;
+    c.width = 32;
+    c.layers = 2;
+    c.heads = 4;
+    c.image_h = c.image_w = 8;
+    c.bias = bias;
+    return c;
+}
+
+Palette grey_palette(int32_t k) {
+    std::vector<uint8_t> rgb(size_t(k) * 3);
+    for (int32_t i = 0; i < k; i++) rgb[size_t(i) * 3] = rgb[size_t(i) * 3 + 1] = rgb[size_t(i) * 3 + 2] = uint8_t(i * 15);
+    return Palette(rgb);
+}
+
+std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
+    Model m = init_model(cfg, grey_palette(cfg.vocab), seed);
+    std::mt19937 gen(uint32_t(seed) + 7);
+    std::normal_distribution<float> d(0.0f, 0.5f);
+    for (float& x : m.params) x += 0.1f * d(gen);  // away from init's exact zeros and ones (biases, gains)
+    return m.params;
+}
+
+// max |a - b| over a tensor, relative to max |b| (the CPU's).
+double normalised_error(const float* a, const float* b, size_t n) {
+    double worst = 0, scale = 1e-12;
+    for (size_t i = 0; i < n; ++i) {
+        worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
+        scale = std::max(scale, std::fabs(double(b[i])));
+    }
+    return std::isfinite(worst) ? worst / scale : INFINITY;
+}
+#endif
+
+}  // namespace
+
+TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with the CPU trainer", "[cuda][train]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_TRAIN_CUDA
+    for (bool bias : {false, true})
+        for (const char* math : {"f32", "bf16"}) {
+            const ModelConfig cfg = small_cfg(bias);
+            const auto params = perturbed_params(cfg, 3);
+            const int32_t B = 3, T = cfg.n_ctx();
+            const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 5);
+            const float scale = 1.0f / float(B * T);
+            TrainCompute cpu(cfg, 2);
+            auto gpu = make_cuda_step_compute(cfg, math);
+            std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
+            const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
+            const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
+            const bool exact = std::string(math) == "f32";
+            const double tol = exact ? 1e-4 : 5e-2;
+            std::printf("cuda train check: %s bias %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math, int(bias), lc,
+                        lg, std::fabs(lg - lc) / lc);
+            CHECK(std::fabs(lg - lc) / lc < (exact ? 1e-5 : 1e-2));
+            for (const ParamSpec& s : param_layout(cfg)) {
+                const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
+                std::printf("cuda train check: %s bias %d: gradient %-18s normalised error %.3g (tolerance %.3g)\n",
+                            math, int(bias), s.name.c_str(), e, tol);
+                INFO(math << " bias " << bias << ": gradient of " << s.name);
+                CHECK(e <= tol);
+            }
+            // Accumulation: a second call adds the same gradient again.
+            gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
+            for (size_t i = 0; i < gc.size(); ++i) gc[i] *= 2.0f;
+            CHECK(normalised_error(gg.data(), gc.data(), gc.size()) <= tol);
+            // Per-pixel loss of a forward pass.
+            std::vector<float> pc(size_t(B) * size_t(T)), pg(pc.size());
+            const double nc = cpu.forward_nll(params.data(), tok.data(), B, pc.data());
+            const double ng = gpu->forward_nll(params.data(), tok.data(), B, pg.data());
+            double worst = 0;
+            for (size_t i = 0; i < pc.size(); ++i) worst = std::max(worst, double(std::fabs(pc[i] - pg[i])));
+            std::printf("cuda train check: %s bias %d: per-pixel nll max diff %.3g nats (sum cpu %.6f cuda %.6f)\n",
+                        math, int(bias), worst, nc, ng);
+            CHECK(worst < (exact ? 1e-4 : 5e-2));
+        }
+#endif
+}
+
+TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cuda][train]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_TRAIN_CUDA
+    for (const char* math : {"f32", "bf16"}) {
+        const ModelConfig cfg = small_cfg(true);
+        const int32_t B = 4, T = cfg.n_ctx(), steps = 50;
+        const auto specs = param_layout(cfg);
+        const auto mask = decay_mask(specs);
+        std::vector<double> curve[2];
+        for (int dev = 0; dev < 2; ++dev) {
+            std::unique_ptr<StepCompute> compute;
+            if (dev == 0) compute = std::make_unique<TrainCompute>(cfg, 2);
+            else compute = make_cuda_step_compute(cfg, math);
+            std::vector<float> p = perturbed_params(cfg, 11), g(p.size()), m(p.size(), 0.0f), v(p.size(), 0.0f);
+            LrSchedule sched;
+            sched.lr = 3e-3f;
+            sched.min_lr = 3e-4f;
+            sched.warmup = 5;
+            sched.total = steps;
+            AdamWParams ap;
+            for (int32_t s = 0; s < steps; ++s) {
+                // the same batches on both devices: a structured image (rows of one colour) plus noise
+                auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 100 + uint32_t(s));
+                for (size_t i = 0; i < tok.size(); i += 2) tok[i] = int32_t((i / size_t(cfg.image_w)) % size_t(cfg.vocab));
+                std::fill(g.begin(), g.end(), 0.0f);
+                const float scale = 1.0f / float(B * T);
+                const double nats = compute->forward_backward(p.data(), tok.data(), B, scale, g.data());
+                curve[dev].push_back(nats / double(B * T));
+                clip_grad_norm(g.data(), g.size(), 1.0);
+                adamw_step(p.data(), g.data(), m.data(), v.data(), mask.data(), p.size(), s + 1, sched.at(s), ap);
+            }
+        }
+        double worst = 0;
+        for (int32_t s = 0; s < steps; ++s) worst = std::max(worst, std::fabs(curve[1][s] - curve[0][s]) / curve[0][s]);
+        const double tol = std::string(math) == "f32" ? 1e-3 : 3e-2;
+        std::printf("cuda train check: %s 50 steps: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f (cuda), max relative "
+                    "difference %.3g (tolerance %.3g)\n",
+                    math, curve[0].front(), curve[0].back(), curve[1].front(), curve[1].back(), worst, tol);
+        CHECK(curve[0].back() < curve[0].front());  // it learns at all
+        CHECK(worst <= tol);
+    }
+#endif
+}
