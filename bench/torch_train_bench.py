@@ -118,7 +118,7 @@ def igpt_rows(path):
                 if not line.startswith("RESULT igpt-train"):
                     continue
                 kv = dict(tok.split("=", 1) for tok in line.split()[2:] if "=" in tok)
-                rows.append({"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, host AdamW)",
+                rows.append({"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, fp32 weights, device AdamW)",
                              "shape": kv.get("config"), "params": int(kv.get("params", 0)),
                              "batch": int(kv["batch"]), "tokens_per_s": float(kv["tokens_per_s"])})
     except OSError as e:

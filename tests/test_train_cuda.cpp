@@ -1,7 +1,7 @@
 // The CUDA trainer (train/cuda/) against the CPU trainer (TrainCompute, itself checked against finite
 // differences in test_train_model.cpp): the gradient of every tensor (each op's backward shows up in its
 // own parameters), the per-pixel loss, and 50 AdamW steps from the same initialisation with the same
-// batches. f32 GEMMs are the checking mode (tight); bf16 tensor-core GEMMs get a stated loose tolerance.
+// batches, with the optimizer on the host and on the device. f32 GEMMs are the checking mode (tight); bf16 tensor-core GEMMs get a stated loose tolerance.
 // Without a GPU, or in a build without the CUDA trainer, every case says "skipped: no GPU" and passes.
 // Each comparison prints its measured error ("cuda train check: ...").
 #include <catch2/catch.hpp>
@@ -123,17 +123,24 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
 TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cuda][train]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_TRAIN_CUDA
+    // Three runs from the same initialisation on the same batches: the CPU trainer; the CUDA forward/backward
+    // with the host's clipping and AdamW; and the CUDA device optimizer (train_step, 2 micro-batches of 2).
     for (const char* math : {"f32", "bf16"}) {
         const ModelConfig cfg = small_cfg(true);
         const int32_t B = 4, T = cfg.n_ctx(), steps = 50;
         const auto specs = param_layout(cfg);
         const auto mask = decay_mask(specs);
-        std::vector<double> curve[2];
-        for (int dev = 0; dev < 2; ++dev) {
+        std::vector<double> curve[3], gnorm[3];
+        std::vector<float> final_params[3];
+        for (int dev = 0; dev < 3; ++dev) {
             std::unique_ptr<StepCompute> compute;
             if (dev == 0) compute = std::make_unique<TrainCompute>(cfg, 2);
             else compute = make_cuda_step_compute(cfg, math);
             std::vector<float> p = perturbed_params(cfg, 11), g(p.size()), m(p.size(), 0.0f), v(p.size(), 0.0f);
+            if (dev == 2) {
+                REQUIRE(compute->device_optimizer());
+                compute->set_state(p.data(), m.data(), v.data(), mask.data());
+            }
             LrSchedule sched;
             sched.lr = 3e-3f;
             sched.min_lr = 3e-4f;
@@ -141,25 +148,46 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
             sched.total = steps;
             AdamWParams ap;
             for (int32_t s = 0; s < steps; ++s) {
-                // the same batches on both devices: a structured image (rows of one colour) plus noise
+                // the same batches everywhere: a structured image (rows of one colour) plus noise
                 auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 100 + uint32_t(s));
                 for (size_t i = 0; i < tok.size(); i += 2) tok[i] = int32_t((i / size_t(cfg.image_w)) % size_t(cfg.vocab));
-                std::fill(g.begin(), g.end(), 0.0f);
                 const float scale = 1.0f / float(B * T);
+                if (dev == 2) {
+                    const auto st = compute->train_step(tok.data(), B / 2, 2, scale, 1.0f, s + 1, sched.at(s), ap.beta1,
+                                                        ap.beta2, ap.eps, ap.weight_decay);
+                    curve[dev].push_back(st.nats / double(B * T));
+                    gnorm[dev].push_back(st.grad_norm);
+                    continue;
+                }
+                std::fill(g.begin(), g.end(), 0.0f);
                 const double nats = compute->forward_backward(p.data(), tok.data(), B, scale, g.data());
                 curve[dev].push_back(nats / double(B * T));
-                clip_grad_norm(g.data(), g.size(), 1.0);
+                gnorm[dev].push_back(clip_grad_norm(g.data(), g.size(), 1.0));
                 adamw_step(p.data(), g.data(), m.data(), v.data(), mask.data(), p.size(), s + 1, sched.at(s), ap);
             }
+            if (dev == 2) compute->get_state(p.data(), m.data(), v.data());
+            final_params[dev] = p;
         }
-        double worst = 0;
-        for (int32_t s = 0; s < steps; ++s) worst = std::max(worst, std::fabs(curve[1][s] - curve[0][s]) / curve[0][s]);
         const double tol = std::string(math) == "f32" ? 1e-3 : 3e-2;
-        std::printf("cuda train check: %s 50 steps: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f (cuda), max relative "
-                    "difference %.3g (tolerance %.3g)\n",
-                    math, curve[0].front(), curve[0].back(), curve[1].front(), curve[1].back(), worst, tol);
         CHECK(curve[0].back() < curve[0].front());  // it learns at all
-        CHECK(worst <= tol);
+        for (int dev = 1; dev < 3; ++dev) {
+            double worst = 0, worst_norm = 0;
+            for (int32_t s = 0; s < steps; ++s) {
+                worst = std::max(worst, std::fabs(curve[dev][s] - curve[0][s]) / curve[0][s]);
+                worst_norm = std::max(worst_norm, std::fabs(gnorm[dev][s] - gnorm[0][s]) / gnorm[0][s]);
+            }
+            std::printf("cuda train check: %s 50 steps, %s: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f, max relative "
+                        "difference %.3g (tolerance %.3g); gradient norm max relative difference %.3g\n",
+                        math, dev == 1 ? "host AdamW" : "device AdamW", curve[0].front(), curve[0].back(),
+                        curve[dev].front(), curve[dev].back(), worst, tol, worst_norm);
+            INFO(math << (dev == 1 ? ", host AdamW" : ", device AdamW"));
+            CHECK(worst <= tol);
+            CHECK(worst_norm <= 10 * tol);
+        }
+        // The device optimizer and the host one, on the same device, end at nearly the same weights.
+        const double e = normalised_error(final_params[2].data(), final_params[1].data(), final_params[1].size());
+        std::printf("cuda train check: %s 50 steps: final weights, device vs host AdamW, normalised error %.3g\n", math, e);
+        CHECK(e <= (std::string(math) == "f32" ? 1e-2 : 1e-1));
     }
 #endif
 }

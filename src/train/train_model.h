@@ -124,6 +124,30 @@ public:
                                     float* grads) = 0;
     // Forward only: sum of nll over all positions; pixel_nats (optional, (B, T)).
     virtual double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats = nullptr) = 0;
+
+    // Optional: the whole optimizer step where the model runs (a GPU keeps the fp32 weights, gradients and
+    // AdamW moments in its memory; the host sees them only through get_state). The trainer uses it when
+    // device_optimizer() is true.
+    virtual bool device_optimizer() const { return false; }
+    // The training state in (at the start, and whenever the host changed it) and out (checkpoints,
+    // evaluation). mask: decay_mask(), the same length as params.
+    virtual void set_state(const float* params, const float* m, const float* v, const uint8_t* mask) {
+        (void)params, (void)m, (void)v, (void)mask;
+    }
+    virtual void get_state(float* params, float* m, float* v) { (void)params, (void)m, (void)v; }
+    struct StepStats {
+        double nats = 0;       // sum of nll over all accum * B * T positions
+        double grad_norm = 0;  // before clipping
+    };
+    // accum micro-batches of B images (tokens: (accum, B, T)), gradients scaled by `scale`, clipped to a
+    // global norm of `clip` (<= 0: no clipping), then AdamW step t (1-based) at learning rate lr: the
+    // device versions of clip_grad_norm and adamw_step (optim.h).
+    virtual StepStats train_step(const int32_t* tokens, int32_t B, int32_t accum, float scale, float clip, int64_t t,
+                                 float lr, float beta1, float beta2, float eps, float weight_decay) {
+        (void)tokens, (void)B, (void)accum, (void)scale, (void)clip, (void)t, (void)lr, (void)beta1, (void)beta2,
+            (void)eps, (void)weight_decay;
+        return {};
+    }
 };
 
 // A batch of images on the CPU: data-parallel over images on `threads` threads.

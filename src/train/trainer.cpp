@@ -201,6 +201,14 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         if (cb.log) cb.log(s);
     };
     using clock = std::chrono::steady_clock;
+    // A missing GPU is reported before minutes of data preparation, not after.
+    if (opt.device == "cuda") {
+#ifdef IGPT_TRAIN_CUDA
+        if (!cuda_train_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
+#else
+        throw Error("this build has no CUDA trainer (build where nvcc is found, with IGPT_WITH_CUDA on)");
+#endif
+    }
     const std::string out_dir = opt.out_dir;
     const std::string ckpt_path = (fs::path(out_dir) / "checkpoint.ckpt").string();
     const std::string metrics_path = (fs::path(out_dir) / "metrics.jsonl").string();
@@ -357,7 +365,11 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     else std::ofstream(metrics_path, std::ios::trunc);
 
     // --- the loop ---
-    std::vector<int32_t> tokens(size_t(opt.batch) * T);
+    // A device that runs the optimizer itself (the CUDA trainer) holds the state between steps; the host
+    // copy (ck) is brought up to date before evaluations and checkpoints.
+    const bool device_opt = compute.device_optimizer();
+    if (device_opt) compute.set_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data(), mask.data());
+    std::vector<int32_t> tokens(size_t(opt.batch) * size_t(device_opt ? opt.accum : 1) * T);
     const double flops_per_image = train_flops_per_image(opt.cfg);
     const auto session_start = clock::now();
     const double wall_before = ck.wall_seconds;
@@ -368,20 +380,35 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         const auto t0 = clock::now();
         const int64_t step = ck.step;
         const float lr = sched.at(step);
-        std::fill(grads.begin(), grads.end(), 0.0f);
         const float scale = 1.0f / float(double(opt.batch) * opt.accum * T);
-        double nats = 0;
-        for (int32_t a = 0; a < opt.accum; a++) {
-            sampler.next(ck.cursor, opt.batch, tokens.data());
-            nats += compute.forward_backward(ck.params.data(), tokens.data(), opt.batch, scale, grads.data());
+        double nats = 0, gnorm = 0;
+        if (device_opt) {
+            for (int32_t a = 0; a < opt.accum; a++)
+                sampler.next(ck.cursor, opt.batch, tokens.data() + size_t(a) * size_t(opt.batch) * T);
+            const StepCompute::StepStats st = compute.train_step(tokens.data(), opt.batch, opt.accum, scale, opt.clip,
+                                                                 step + 1, lr, ap.beta1, ap.beta2, ap.eps,
+                                                                 ap.weight_decay);
+            nats = st.nats;
+            gnorm = st.grad_norm;
+        } else {
+            std::fill(grads.begin(), grads.end(), 0.0f);
+            for (int32_t a = 0; a < opt.accum; a++) {
+                sampler.next(ck.cursor, opt.batch, tokens.data());
+                nats += compute.forward_backward(ck.params.data(), tokens.data(), opt.batch, scale, grads.data());
+            }
         }
         const double loss = nats / (double(opt.batch) * opt.accum * T);
         if (!std::isfinite(loss)) throw Error("training diverged at step " + std::to_string(step) + " (loss is " +
                                               std::to_string(loss) + "); try a lower --lr");
-        const double gnorm = clip_grad_norm(grads.data(), n_params, opt.clip);
-        adamw_step(ck.params.data(), grads.data(), ck.adam_m.data(), ck.adam_v.data(), mask.data(), n_params,
-                   step + 1, lr, ap);
+        if (!device_opt) {
+            gnorm = clip_grad_norm(grads.data(), n_params, opt.clip);
+            adamw_step(ck.params.data(), grads.data(), ck.adam_m.data(), ck.adam_v.data(), mask.data(), n_params,
+                       step + 1, lr, ap);
+        }
         ck.step = step + 1;
+        const bool eval_now = ck.step % opt.eval_every == 0 || ck.step == opt.steps;
+        const bool ckpt_now = ck.step % opt.ckpt_every == 0 || ck.step == opt.steps;
+        if (device_opt && (eval_now || ckpt_now)) compute.get_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data());
         const double dt = std::chrono::duration<double>(clock::now() - t0).count();
         step_seconds += dt;
         step_images += int64_t(opt.batch) * opt.accum;
@@ -394,13 +421,13 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
                      {"grad_norm", gnorm},
                      {"tokens_per_s", tok_s},
                      {"elapsed_s", wall_before + std::chrono::duration<double>(clock::now() - session_start).count()}};
-        if (ck.step % opt.eval_every == 0 || ck.step == opt.steps) {
+        if (eval_now) {
             line["val_bpp"] = eval_bpp(compute, ck.params, eval_set, n_eval, T, opt.batch);
             line["val_images"] = n_eval;
         }
         append_line(metrics_path, line);
         if (cb.on_step) cb.on_step(ck.step, opt.steps, loss, tok_s);
-        if (ck.step % opt.ckpt_every == 0 || ck.step == opt.steps) {
+        if (ckpt_now) {
             ck.wall_seconds = wall_before + std::chrono::duration<double>(clock::now() - session_start).count();
             save_checkpoint(ckpt_path, ck);
         }

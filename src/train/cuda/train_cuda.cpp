@@ -91,12 +91,82 @@ public:
     ~CudaTrainCompute() override {
         cudaStreamSynchronize(s_);
         if (host_grads_) cudaFreeHost(host_grads_);
+        if (host_tok_) cudaFreeHost(host_tok_);
         cublasDestroy(blas_);
         cudaStreamDestroy(s_);
     }
 
     std::string describe() const override {
-        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, fp32 master weights on the host";
+        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, fp32 weights and AdamW on the GPU";
+    }
+
+    bool device_optimizer() const override { return true; }
+
+    void set_state(const float* params, const float* m, const float* v, const uint8_t* mask) override {
+        if (!m_) {
+            m_ = fixed_.get<float>(n_params_);
+            v_ = fixed_.get<float>(n_params_);
+            mask_ = fixed_.get<uint8_t>(n_params_);
+            stats_ = fixed_.get<double>(2);
+        }
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(params_, params, n_params_ * 4, cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(m_, m, n_params_ * 4, cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(v_, v, n_params_ * 4, cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(mask_, mask, n_params_, cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+    }
+
+    void get_state(float* params, float* m, float* v) override {
+        if (!m_) throw Error("CUDA trainer: get_state before set_state");
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(params, params_, n_params_ * 4, cudaMemcpyDeviceToHost, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(m, m_, n_params_ * 4, cudaMemcpyDeviceToHost, s_));
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(v, v_, n_params_ * 4, cudaMemcpyDeviceToHost, s_));
+        IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+    }
+
+    // One optimizer step with one host round trip (the two statistics at the end).
+    StepStats train_step(const int32_t* tokens, int32_t B, int32_t accum, float scale, float clip, int64_t t, float lr,
+                         float beta1, float beta2, float eps, float weight_decay) override {
+        if (!m_) throw Error("CUDA trainer: train_step before set_state");
+        const int32_t T = cfg_.n_ctx(), V = cfg_.vocab;
+        const size_t n_tok = size_t(accum) * size_t(B) * size_t(T);
+        for (size_t i = 0; i < n_tok; ++i)
+            if (tokens[i] < 0 || tokens[i] >= V) throw Error("trainer: token out of range of the palette");
+        if (B > batch_) allocate(B);
+        if (n_tok > step_tok_n_) {
+            IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+            step_tok_ = fixed_.get<int32_t>(n_tok);  // the old one stays allocated until destruction: rare
+            if (host_tok_) cudaFreeHost(host_tok_);
+            host_tok_ = nullptr;
+            IGPT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_tok_), n_tok * 4));
+            step_tok_n_ = n_tok;
+        }
+        std::memcpy(host_tok_, tokens, n_tok * 4);  // pinned: the copy below is asynchronous
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(step_tok_, host_tok_, n_tok * 4, cudaMemcpyHostToDevice, s_));
+        IGPT_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * 4, s_));
+        IGPT_CUDA_CHECK(cudaMemsetAsync(stats_, 0, 2 * sizeof(double), s_));
+        const int64_t M = int64_t(B) * T;
+        for (int32_t a = 0; a < accum; ++a) {
+            cur_tok_ = step_tok_ + size_t(a) * size_t(M);
+            forward(B, true, scale);
+            backward(B);
+            ct::sum_into(row_nll_, M, stats_, s_);
+        }
+        cur_tok_ = tok_;
+        ct::sum_squares_into(grads_, int64_t(n_params_), stats_ + 1, s_);
+        ct::AdamWArgs aw;
+        aw.lr = lr;
+        aw.beta1 = beta1;
+        aw.beta2 = beta2;
+        aw.eps = eps;
+        aw.weight_decay = weight_decay;
+        aw.clip = clip;
+        aw.t = t;
+        ct::adamw(params_, grads_, m_, v_, mask_, int64_t(n_params_), stats_ + 1, aw, s_);
+        double h[2] = {0, 0};
+        IGPT_CUDA_CHECK(cudaMemcpyAsync(h, stats_, sizeof h, cudaMemcpyDeviceToHost, s_));
+        IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+        return {h[0], std::sqrt(h[1])};
     }
 
     double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale,
@@ -127,6 +197,7 @@ private:
         if (B > batch_) allocate(B);
         IGPT_CUDA_CHECK(cudaMemcpyAsync(params_, params, n_params_ * sizeof(float), cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaMemcpyAsync(tok_, tokens, size_t(B) * size_t(T) * 4, cudaMemcpyHostToDevice, s_));
+        cur_tok_ = tok_;
     }
 
     void allocate(int32_t B) {
@@ -186,7 +257,7 @@ private:
         const int64_t M = int64_t(B) * T, BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         const float eps = cfg_.norm_eps, att_scale = 1.0f / std::sqrt(float(D));
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *o = heads_[3];
-        ct::embed_forward(tok_, B, T, C, w_.sos, w_.wte, w_.wpe, res_[0], s_);
+        ct::embed_forward(cur_tok_, B, T, C, w_.sos, w_.wte, w_.wpe, res_[0], s_);
         for (int32_t l = 0; l < cfg_.layers; ++l) {
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
             const LayerBufs& a = layers_[size_t(l)];
@@ -217,7 +288,7 @@ private:
         }
         ct::rmsnorm_forward(res_[size_t(cfg_.layers)], w_.lnf_g, eps, M, C, lnf_, rstdf_, s_);
         linear(lnf_, w_.head_w, logits_, M, C, V);
-        ct::cross_entropy(logits_, tok_, M, V, scale, grad, row_nll_, s_);  // logits_ -> dlogits with grad
+        ct::cross_entropy(logits_, cur_tok_, M, V, scale, grad, row_nll_, s_);  // logits_ -> dlogits with grad
     }
 
     void backward(int32_t B) {
@@ -257,7 +328,7 @@ private:
             linear_back(dqkv_, a.ln1, lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
             ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
         }
-        ct::embed_backward(dres_, tok_, B, T, C, g_.sos, g_.wte, g_.wpe, s_);
+        ct::embed_backward(dres_, cur_tok_, B, T, C, g_.sos, g_.wte, g_.wpe, s_);
     }
 
     // Waits for the stream; the sum of the rows' nll (and each row's, into pixel_nats when non-null).
@@ -281,7 +352,14 @@ private:
     float *params_ = nullptr, *grads_ = nullptr, *host_grads_ = nullptr;
     Weights<float> w_, g_;  // device pointers in the flat layout
     int32_t batch_ = 0;
-    int32_t* tok_ = nullptr;
+    int32_t* tok_ = nullptr;       // the batch of forward_backward / forward_nll
+    int32_t* cur_tok_ = nullptr;   // the micro-batch the kernels read
+    int32_t* step_tok_ = nullptr;  // train_step's (accum, B, T) tokens, and their pinned staging
+    int32_t* host_tok_ = nullptr;
+    size_t step_tok_n_ = 0;
+    float *m_ = nullptr, *v_ = nullptr;  // AdamW moments (device optimizer)
+    uint8_t* mask_ = nullptr;
+    double* stats_ = nullptr;            // [sum of nll, sum of squared gradients] of a train_step
     std::vector<float*> res_;
     std::vector<LayerBufs> layers_;
     float *lnf_ = nullptr, *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;

@@ -2,8 +2,10 @@
 // device (cuBLAS GEMMs, the kernels of train_kernels.cuh), so `igpt train --device cuda` keeps the
 // trainer's loop, checkpoints, resume, logs and progress unchanged.
 //
-// This first version keeps the fp32 master weights and AdamW on the host, as the CPU trainer does: each
-// call uploads the parameters and brings the gradients back (about 0.6 GB of copies a step for iGPT-S).
+// The trainer runs it with the optimizer on the device (StepCompute::train_step): fp32 weights, gradients
+// and AdamW moments stay in GPU memory, gradient clipping reads the norm on the device, and each step
+// makes one host round trip (its loss and gradient norm); checkpoints and evaluations copy the state out.
+// forward_backward (gradients back to the host) remains for tests and tools.
 // Gradient sums use atomics in three places (token embedding, norm gains, biases), so a step is not
 // bit-for-bit repeatable on the GPU, unlike on the CPU.
 #pragma once

@@ -1,5 +1,6 @@
 // Trainer kernels on the device (see train_kernels.cuh).
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "train_kernels.cuh"
@@ -217,7 +218,67 @@ __global__ void cross_entropy_kernel(float* __restrict__ logits, const int32_t* 
     }
 }
 
+// --- sums, AdamW ---------------------------------------------------------------------------------------------
+template <bool kSquare>
+__global__ void sum_kernel(const float* __restrict__ x, int64_t n, double* __restrict__ acc) {
+    __shared__ double s[32];
+    double t = 0;
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+        const double v = x[e];
+        t += kSquare ? v * v : v;
+    }
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) s[warp] = t;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double b = 0;
+        for (int w = 0; w < int(blockDim.x >> 5); ++w) b += s[w];
+        atomicAdd(acc, b);
+    }
+}
+
+// Mirrors adamw_step (optim.cpp) element for element, with clip_grad_norm's scale folded in.
+__global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                             float* __restrict__ v, const uint8_t* __restrict__ mask, int64_t n,
+                             const double* __restrict__ grad_sq, AdamWArgs a, float bc1, float bc2) {
+    const double norm = sqrt(*grad_sq);
+    const float cs = (a.clip > 0 && norm > double(a.clip)) ? float(double(a.clip) / (norm + 1e-6)) : 1.0f;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        const float gi = cs == 1.0f ? g[i] : g[i] * cs;
+        const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
+        const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        const float mhat = mi / bc1, vhat = vi / bc2;
+        float x = p[i];
+        if (mask[i]) x -= a.lr * a.weight_decay * x;
+        p[i] = x - a.lr * mhat / (sqrtf(vhat) + a.eps);
+    }
+}
+
 }  // namespace
+
+void sum_into(const float* x, int64_t n, double* acc, cudaStream_t s) {
+    if (n <= 0) return;
+    sum_kernel<false><<<blocks_for(n, 256, 1024), 256, 0, s>>>(x, n, acc);
+    IGPT_CUDA_LAUNCHED();
+}
+
+void sum_squares_into(const float* x, int64_t n, double* acc, cudaStream_t s) {
+    if (n <= 0) return;
+    sum_kernel<true><<<blocks_for(n, 256, 1024), 256, 0, s>>>(x, n, acc);
+    IGPT_CUDA_LAUNCHED();
+}
+
+void adamw(float* params, const float* grads, float* m, float* v, const uint8_t* mask, int64_t n,
+           const double* grad_sq, const AdamWArgs& a, cudaStream_t s) {
+    if (n <= 0) return;
+    const float bc1 = 1.0f - std::pow(a.beta1, float(a.t));
+    const float bc2 = 1.0f - std::pow(a.beta2, float(a.t));
+    adamw_kernel<<<blocks_for(n, 256, 4096), 256, 0, s>>>(params, grads, m, v, mask, n, grad_sq, a, bc1, bc2);
+    IGPT_CUDA_LAUNCHED();
+}
 
 const char* gemm_math_name(GemmMath m) {
     switch (m) {

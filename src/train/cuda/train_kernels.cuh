@@ -60,4 +60,18 @@ void softmax_backward(float* dP, const float* P, int64_t BH, int32_t T, float sc
 void cross_entropy(float* logits, const int32_t* tgt, int64_t M, int32_t V, float scale, bool grad, float* row_nll,
                    cudaStream_t s);
 
+// *acc += sum of x[0, n) (double accumulation, one atomic per block).
+void sum_into(const float* x, int64_t n, double* acc, cudaStream_t s);
+// *acc += sum of x[i]^2.
+void sum_squares_into(const float* x, int64_t n, double* acc, cudaStream_t s);
+
+// optim.h's clip_grad_norm + adamw_step on the device: the clip factor comes from *grad_sq (the sum of
+// squared gradients) in device memory, so no host round trip. t: 1-based step.
+struct AdamWArgs {
+    float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0, clip = 0;
+    int64_t t = 1;
+};
+void adamw(float* params, const float* grads, float* m, float* v, const uint8_t* mask, int64_t n,
+           const double* grad_sq, const AdamWArgs& a, cudaStream_t s);
+
 }  // namespace igpt::cuda::train
