@@ -24,6 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_util import read_results
+
 WIDTH, LAYERS, HEADS, N_CTX, COLOURS = 512, 24, 8, 1024, 512
 KEPT = 512  # pixels kept; the input is sos + these
 
@@ -213,24 +215,15 @@ def bench_static(batches, repeats):
 
 def igpt_rows(path):
     rows = []
-    if not path:
-        return rows
-    try:
-        with open(path) as f:
-            for line in f:
-                if not line.startswith("RESULT igpt"):
-                    continue
-                kv = dict(tok.split("=", 1) for tok in line.split()[2:] if "=" in tok)
-                path = {"fused": "one fused kernel per step", "layered": "layer-by-layer kernels"}.get(kv.get("decode"), "")
-                row = {"impl": f"igpt {kv.get('device', '?')} ({path}, graph, device sampling)",
-                       "batch": int(kv["batch"]), "complete_s": float(kv["complete_s"])}
-                if "step_ms" in kv:
-                    row["step_ms"] = float(kv["step_ms"])
-                if "ideal_ms" in kv:
-                    row["ideal_ms"] = float(kv["ideal_ms"])
-                rows.append(row)
-    except OSError as e:
-        log(f"igpt results: {e}")
+    for kv in read_results(path, "RESULT igpt", log):
+        path_name = {"fused": "one fused kernel per step", "layered": "layer-by-layer kernels"}.get(kv.get("decode"), "")
+        row = {"impl": f"igpt {kv.get('device', '?')} ({path_name}, graph, device sampling)",
+               "batch": int(kv["batch"]), "complete_s": float(kv["complete_s"])}
+        if "step_ms" in kv:
+            row["step_ms"] = float(kv["step_ms"])
+        if "ideal_ms" in kv:
+            row["ideal_ms"] = float(kv["ideal_ms"])
+        rows.append(row)
     return rows
 
 

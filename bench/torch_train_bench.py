@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench_util import read_results
+
 T, V = 1024, 512
 SHAPES = {"S": (512, 24, 8), "26M": (512, 8, 8)}
 
@@ -109,21 +111,10 @@ def bench(name, compiled, batch, steps, warmup):
 
 
 def igpt_rows(path):
-    rows = []
-    if not path:
-        return rows
-    try:
-        with open(path) as f:
-            for line in f:
-                if not line.startswith("RESULT igpt-train"):
-                    continue
-                kv = dict(tok.split("=", 1) for tok in line.split()[2:] if "=" in tok)
-                rows.append({"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, fp32 weights, device AdamW)",
-                             "shape": kv.get("config"), "params": int(kv.get("params", 0)),
-                             "batch": int(kv["batch"]), "tokens_per_s": float(kv["tokens_per_s"])})
-    except OSError as e:
-        log(f"igpt results: {e}")
-    return rows
+    return [{"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, fp32 weights, device AdamW)",
+             "shape": kv.get("config"), "params": int(kv.get("params", 0)), "batch": int(kv["batch"]),
+             "tokens_per_s": float(kv["tokens_per_s"])}
+            for kv in read_results(path, "RESULT igpt-train", log)]
 
 
 def main():

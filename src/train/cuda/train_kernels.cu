@@ -135,31 +135,29 @@ __global__ void gelu_backward_kernel(const float* dy, const float* __restrict__ 
 }
 
 // --- head-major copies ---------------------------------------------------------------------------------------
-// e over (b, h, t, d) of the head-major tensor.
+// Element e = (b, h, t, d) of a head-major (B*NH, T, D) tensor sits at this offset of the row-major
+// (B*T, ld) one, in columns [col0, col0 + NH*D).
+__device__ __forceinline__ int64_t row_major_offset(int64_t e, int32_t T, int32_t NH, int32_t D, int64_t ld,
+                                                    int64_t col0) {
+    const int32_t d = int32_t(e % D);
+    const int64_t r = e / D;
+    const int32_t t = int32_t(r % T);
+    const int64_t bh = r / T;
+    const int32_t h = int32_t(bh % NH);
+    const int64_t b = bh / NH;
+    return (b * T + t) * ld + col0 + int64_t(h) * D + d;
+}
+
 __global__ void to_heads_kernel(const float* __restrict__ src, int64_t ld, int64_t col0, int32_t T, int32_t NH,
                                 int32_t D, float* __restrict__ dst, int64_t total) {
-    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-        const int32_t d = int32_t(e % D);
-        const int64_t r = e / D;
-        const int32_t t = int32_t(r % T);
-        const int64_t bh = r / T;
-        const int32_t h = int32_t(bh % NH);
-        const int64_t b = bh / NH;
-        dst[e] = src[(b * T + t) * ld + col0 + int64_t(h) * D + d];
-    }
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+        dst[e] = src[row_major_offset(e, T, NH, D, ld, col0)];
 }
 
 __global__ void from_heads_kernel(const float* __restrict__ src, int32_t T, int32_t NH, int32_t D,
                                   float* __restrict__ dst, int64_t ld, int64_t col0, int64_t total) {
-    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-        const int32_t d = int32_t(e % D);
-        const int64_t r = e / D;
-        const int32_t t = int32_t(r % T);
-        const int64_t bh = r / T;
-        const int32_t h = int32_t(bh % NH);
-        const int64_t b = bh / NH;
-        dst[(b * T + t) * ld + col0 + int64_t(h) * D + d] = src[e];
-    }
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
+        dst[row_major_offset(e, T, NH, D, ld, col0)] = src[e];
 }
 
 // --- causal softmax: one warp per row (row i of each (b, h) sees keys [0, i]) ---------------------------------
