@@ -69,7 +69,7 @@ grep -i -E "warning" "$OUT/build.txt" | head -20 | keep
 # --- 3. correctness: [cuda] tests, then compute-sanitizer on the small-model case ----------------------
 TESTS=$PWD/$BUILD/tests/igpt_tests
 (cd "$BUILD/tests" && step "tests [cuda]" "$OUT/tests_cuda.txt" 180 "$TESTS" "[cuda]" --reporter compact --durations yes)
-grep -E "^cuda check:" "$OUT/tests_cuda.txt" | keep
+grep -E "^cuda (train )?check:" "$OUT/tests_cuda.txt" | keep
 grep -E "skipped: no GPU|passed|failed" "$OUT/tests_cuda.txt" | tail -3 | keep
 if command -v compute-sanitizer >/dev/null; then
     tools=(memcheck)
