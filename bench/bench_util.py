@@ -15,3 +15,12 @@ def read_results(path, prefix, log=print):
     except OSError as e:
         log(f"igpt results: {e}")
     return rows
+
+
+def write_json(path, rows):
+    """The table's rows as JSON, when a path was given."""
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump(rows, f, indent=1)

@@ -16,7 +16,6 @@ Prints one table; rows from `igpt bench` (lines starting "RESULT igpt") join it 
 Written where PyTorch is not installed: it has only been syntax-checked there (py_compile), not run.
 """
 import argparse
-import json
 import math
 import sys
 import time
@@ -24,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench_util import read_results
+from bench_util import read_results, write_json
 
 WIDTH, LAYERS, HEADS, N_CTX, COLOURS = 512, 24, 8, 1024, 512
 KEPT = 512  # pixels kept; the input is sos + these
@@ -263,9 +262,7 @@ def main():
     for r in sorted(rows, key=lambda r: (r["batch"], r["complete_s"])):
         step = f"{r['step_ms']:.3f}" if "step_ms" in r else "-"
         log(f"| {r['impl']:<62} | {r['batch']:>5} | {r['complete_s']:>7.3f} | {step:>11} |")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_json(a.json, rows)
     return 0
 
 

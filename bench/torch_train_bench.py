@@ -11,7 +11,6 @@ Rows from `igpt train-bench` (lines starting "RESULT igpt-train") join the table
 Written where PyTorch is not installed: only syntax-checked there (py_compile), not run.
 """
 import argparse
-import json
 import math
 import sys
 import time
@@ -19,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench_util import read_results
+from bench_util import read_results, write_json
 
 T, V = 1024, 512
 SHAPES = {"S": (512, 24, 8), "26M": (512, 8, 8)}
@@ -146,9 +145,7 @@ def main():
     log(f"|{'-' * 60}|-------|------------|----------|")
     for r in sorted(rows, key=lambda r: (r["params"], -r["tokens_per_s"])):
         log(f"| {r['impl']:<58} | {r['shape']:>5} | {r['params'] / 1e6:>9.1f}M | {r['tokens_per_s']:>8,.0f} |")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    write_json(a.json, rows)
     return 0
 
 
