@@ -74,15 +74,7 @@ Model random_model(ModelConfig c, uint64_t seed) {
 }
 
 ModelConfig small_config(bool bias) {  // 8x8 image, 16 colours, width 64, 2 layers, 4 heads (head dim 16)
-    ModelConfig c;
-    c.name = "test";
-    c.vocab = 16;
-    c.width = 64;
-    c.layers = 2;
-    c.heads = 4;
-    c.image_h = c.image_w = 8;
-    c.bias = bias;
-    return c;
+    return igpt_test::small_config(bias, 64);
 }
 
 ModelConfig tiny_config(bool bias) {  // the shipped tiny shape: 32x32, 512 colours, width 128, 4 layers, 4 heads
@@ -91,12 +83,7 @@ ModelConfig tiny_config(bool bias) {  // the shipped tiny shape: 32x32, 512 colo
     return c;
 }
 
-std::vector<int32_t> random_tokens(size_t n, int32_t V, uint64_t seed) {
-    Rng r(seed);
-    std::vector<int32_t> t(n);
-    for (auto& x : t) x = int32_t(r.next() % uint64_t(V));
-    return t;
-}
+using igpt_test::random_tokens;
 
 struct Err {
     double norm = 0, max_abs = 0, ref_max = 0;

@@ -150,15 +150,7 @@ TEST_CASE("probe: logistic regression gradient matches finite differences", "[pr
 }
 
 TEST_CASE("probe: classification head gradient through the network matches finite differences", "[probe]") {
-    ModelConfig c;
-    c.name = "custom";
-    c.vocab = 11;
-    c.width = 8;
-    c.layers = 2;
-    c.heads = 2;
-    c.image_h = 3;
-    c.image_w = 4;
-    c.mlp_mult = 2;
+    const ModelConfig c = igpt_test::micro_config(false);
     std::vector<uint8_t> rgb(33);
     for (size_t i = 0; i < rgb.size(); i++) rgb[i] = uint8_t(i * 37);
     Model m = init_model(c, Palette(rgb), 5);

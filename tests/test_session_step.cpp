@@ -10,12 +10,7 @@
 using namespace igpt;
 
 namespace {
-std::vector<int32_t> random_tokens(const Model& m, uint64_t seed) {
-    Rng r(seed);
-    std::vector<int32_t> t(size_t(m.cfg.n_ctx()));
-    for (auto& x : t) x = int32_t(r.next() % uint64_t(m.cfg.vocab));
-    return t;
-}
+using igpt_test::random_tokens;
 struct Out {
     std::vector<int32_t> tokens;
     std::vector<float> entropy;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "model.h"
 #include "optim.h"
 #include "test_util.h"
@@ -28,7 +29,7 @@ namespace {
 
 bool gpu_or_skip() {
 #ifdef IGPT_TRAIN_CUDA
-    if (cuda_train_available()) return true;
+    if (cuda_available()) return true;
     WARN("skipped: no GPU (this build has the CUDA trainer, but no CUDA device is visible)");
 #else
     WARN("skipped: no GPU (this build has no CUDA trainer: IGPT_WITH_CUDA is off)");
@@ -37,26 +38,10 @@ bool gpu_or_skip() {
 }
 
 #ifdef IGPT_TRAIN_CUDA
-ModelConfig small_cfg(bool bias) {  // 8x8 image, 16 colours, width 32, 2 layers, 4 heads (head dim 8)
-    ModelConfig c;
-    c.name = "custom";
-    c.vocab = 16;
-    c.width = 32;
-    c.layers = 2;
-    c.heads = 4;
-    c.image_h = c.image_w = 8;
-    c.bias = bias;
-    return c;
-}
-
-Palette grey_palette(int32_t k) {
-    std::vector<uint8_t> rgb(size_t(k) * 3);
-    for (int32_t i = 0; i < k; i++) rgb[size_t(i) * 3] = rgb[size_t(i) * 3 + 1] = rgb[size_t(i) * 3 + 2] = uint8_t(i * 15);
-    return Palette(rgb);
-}
+using igpt_test::small_config;  // 8x8 image, 16 colours, width 32, 2 layers, 4 heads (head dim 8)
 
 std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
-    Model m = init_model(cfg, grey_palette(cfg.vocab), seed);
+    Model m = init_model(cfg, igpt_test::random_palette(cfg.vocab, seed), seed);
     std::mt19937 gen(uint32_t(seed) + 7);
     std::normal_distribution<float> d(0.0f, 0.5f);
     for (float& x : m.params) x += 0.1f * d(gen);  // away from init's exact zeros and ones (biases, gains)
@@ -81,7 +66,7 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
 #ifdef IGPT_TRAIN_CUDA
     for (bool bias : {false, true})
         for (const char* math : {"f32", "bf16"}) {
-            const ModelConfig cfg = small_cfg(bias);
+            const ModelConfig cfg = small_config(bias);
             const auto params = perturbed_params(cfg, 3);
             const int32_t B = 3, T = cfg.n_ctx();
             const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 5);
@@ -126,7 +111,7 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
     // Three runs from the same initialisation on the same batches: the CPU trainer; the CUDA forward/backward
     // with the host's clipping and AdamW; and the CUDA device optimizer (train_step, 2 micro-batches of 2).
     for (const char* math : {"f32", "bf16"}) {
-        const ModelConfig cfg = small_cfg(true);
+        const ModelConfig cfg = small_config(true);
         const int32_t B = 4, T = cfg.n_ctx(), steps = 50;
         const auto specs = param_layout(cfg);
         const auto mask = decay_mask(specs);
@@ -149,7 +134,7 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
             AdamWParams ap;
             for (int32_t s = 0; s < steps; ++s) {
                 // the same batches everywhere: a structured image (rows of one colour) plus noise
-                auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 100 + uint32_t(s));
+                auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 100 + uint64_t(s));
                 for (size_t i = 0; i < tok.size(); i += 2) tok[i] = int32_t((i / size_t(cfg.image_w)) % size_t(cfg.vocab));
                 const float scale = 1.0f / float(B * T);
                 if (dev == 2) {

@@ -20,19 +20,7 @@ using igpt_test::random_tokens;
 
 namespace {
 
-ModelConfig tiny_cfg(bool bias) {
-    ModelConfig c;
-    c.name = "custom";
-    c.vocab = 11;
-    c.width = 8;
-    c.layers = 2;
-    c.heads = 2;
-    c.image_h = 3;
-    c.image_w = 4;
-    c.mlp_mult = 2;
-    c.bias = bias;
-    return c;
-}
+using igpt_test::micro_config;
 
 Palette test_palette(int32_t k) {
     std::vector<uint8_t> rgb(size_t(k) * 3);
@@ -66,7 +54,7 @@ std::vector<double> random_params(const ModelConfig& cfg, uint64_t seed) {
 
 TEST_CASE("train model: whole-network gradient matches finite differences", "[train][model]") {
     for (bool bias : {false, true}) {
-        const ModelConfig cfg = tiny_cfg(bias);
+        const ModelConfig cfg = micro_config(bias);
         std::vector<double> p = random_params(cfg, 7);
         const auto tok = random_tokens(cfg.n_ctx(), cfg.vocab, 3);
         Net<double> net(cfg);
@@ -101,7 +89,7 @@ TEST_CASE("train model: whole-network gradient matches finite differences", "[tr
 }
 
 TEST_CASE("train model: float batch on 2 threads matches the double network", "[train][model]") {
-    ModelConfig cfg = tiny_cfg(true);
+    ModelConfig cfg = micro_config(true);
     cfg.image_h = cfg.image_w = 12;  // T = 144: two attention row blocks
     cfg.width = 16;
     const std::vector<double> pd = random_params(cfg, 11);
@@ -201,7 +189,7 @@ TEST_CASE("train optim: AdamW, schedule and clipping follow their definitions", 
     clip_grad_norm(small.data(), 2, 1.0);
     CHECK(small[0] == 0.3f);
 
-    ModelConfig cfg = tiny_cfg(true);
+    ModelConfig cfg = micro_config(true);
     const auto specs = param_layout(cfg);
     const auto dm = decay_mask(specs);
     for (const ParamSpec& s2 : specs) CHECK(dm[s2.offset] == (s2.shape.size() == 2 ? 1 : 0));

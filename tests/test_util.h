@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 #include <sys/wait.h>
@@ -47,12 +46,16 @@ inline std::string cli() {
 #endif
 }
 
-// n palette indices in [0, V), uniform, from std::mt19937(seed).
-inline std::vector<int32_t> random_tokens(size_t n, int32_t V, uint32_t seed) {
-    std::mt19937 g(seed);
+// n palette indices in [0, V), uniform, from igpt::Rng(seed).
+inline std::vector<int32_t> random_tokens(size_t n, int32_t V, uint64_t seed) {
+    igpt::Rng r(seed);
     std::vector<int32_t> t(n);
-    for (int32_t& x : t) x = int32_t(g() % uint32_t(V));
+    for (auto& x : t) x = int32_t(r.next() % uint64_t(V));
     return t;
+}
+// One image of the model's size.
+inline std::vector<int32_t> random_tokens(const igpt::Model& m, uint64_t seed) {
+    return random_tokens(size_t(m.cfg.n_ctx()), m.cfg.vocab, seed);
 }
 
 inline igpt::Palette random_palette(int32_t k, uint64_t seed) {
@@ -62,8 +65,8 @@ inline igpt::Palette random_palette(int32_t k, uint64_t seed) {
     return igpt::Palette(rgb);
 }
 
-// A small model (8x8 image, 16 colours) with random weights.
-inline igpt::Model small_model(uint64_t seed = 1, bool bias = false, int32_t width = 32, int32_t layers = 2) {
+// A small shape: 8x8 image, 16 colours, 4 heads.
+inline igpt::ModelConfig small_config(bool bias = false, int32_t width = 32, int32_t layers = 2) {
     igpt::ModelConfig c;
     c.name = "test";
     c.vocab = 16;
@@ -72,6 +75,28 @@ inline igpt::Model small_model(uint64_t seed = 1, bool bias = false, int32_t wid
     c.heads = 4;
     c.image_h = c.image_w = 8;
     c.bias = bias;
+    return c;
+}
+
+// The smallest shape the trainer tests use (finite differences in double): 3x4 image, 11 colours, width 8,
+// 2 layers, 2 heads, MLP 16.
+inline igpt::ModelConfig micro_config(bool bias = false) {
+    igpt::ModelConfig c;
+    c.name = "custom";
+    c.vocab = 11;
+    c.width = 8;
+    c.layers = 2;
+    c.heads = 2;
+    c.image_h = 3;
+    c.image_w = 4;
+    c.mlp_mult = 2;
+    c.bias = bias;
+    return c;
+}
+
+// A small model (small_config) with random weights.
+inline igpt::Model small_model(uint64_t seed = 1, bool bias = false, int32_t width = 32, int32_t layers = 2) {
+    const igpt::ModelConfig c = small_config(bias, width, layers);
     igpt::Model m = igpt::init_model(c, random_palette(16, seed + 100), seed);
     if (bias) {
         igpt::Rng r(seed + 7);

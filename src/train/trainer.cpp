@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "error.h"
@@ -203,11 +204,10 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     using clock = std::chrono::steady_clock;
     // A missing GPU is reported before minutes of data preparation, not after.
     if (opt.device == "cuda") {
-#ifdef IGPT_TRAIN_CUDA
-        if (!cuda_train_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
-#else
+#ifndef IGPT_TRAIN_CUDA
         throw Error("this build has no CUDA trainer (build where nvcc is found, with IGPT_WITH_CUDA on)");
 #endif
+        if (!cuda_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
     }
     const std::string out_dir = opt.out_dir;
     const std::string ckpt_path = (fs::path(out_dir) / "checkpoint.ckpt").string();

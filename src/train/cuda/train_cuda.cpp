@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backend.h"
 #include "cuda/common.cuh"
 #include "error.h"
 #include "train_kernels.cuh"
@@ -128,10 +129,8 @@ public:
     StepStats train_step(const int32_t* tokens, int32_t B, int32_t accum, float scale, float clip, int64_t t, float lr,
                          float beta1, float beta2, float eps, float weight_decay) override {
         if (!m_) throw Error("CUDA trainer: train_step before set_state");
-        const int32_t T = cfg_.n_ctx(), V = cfg_.vocab;
-        const size_t n_tok = size_t(accum) * size_t(B) * size_t(T);
-        for (size_t i = 0; i < n_tok; ++i)
-            if (tokens[i] < 0 || tokens[i] >= V) throw Error("trainer: token out of range of the palette");
+        const size_t n_tok = size_t(accum) * size_t(B) * size_t(cfg_.n_ctx());
+        check_tokens(tokens, n_tok);
         if (B > batch_) allocate(B);
         if (n_tok > step_tok_n_) {
             IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
@@ -145,7 +144,7 @@ public:
         IGPT_CUDA_CHECK(cudaMemcpyAsync(step_tok_, host_tok_, n_tok * 4, cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * 4, s_));
         IGPT_CUDA_CHECK(cudaMemsetAsync(stats_, 0, 2 * sizeof(double), s_));
-        const int64_t M = int64_t(B) * T;
+        const int64_t M = int64_t(B) * cfg_.n_ctx();
         for (int32_t a = 0; a < accum; ++a) {
             cur_tok_ = step_tok_ + size_t(a) * size_t(M);
             forward(B, true, scale);
@@ -188,12 +187,17 @@ public:
     }
 
 private:
+    // The check Net::forward makes on the CPU, before anything reaches the device.
+    void check_tokens(const int32_t* tokens, size_t n) const {
+        for (size_t i = 0; i < n; ++i)
+            if (tokens[i] < 0 || tokens[i] >= cfg_.vocab) throw Error("trainer: token out of range of the palette");
+    }
+
     // Uploads the parameters and tokens; (re)allocates the activations for batch B.
     void prepare(const float* params, const int32_t* tokens, int32_t B) {
-        const int32_t T = cfg_.n_ctx(), V = cfg_.vocab;
+        const int32_t T = cfg_.n_ctx();
         if (B < 1) throw Error("CUDA trainer: batch must be at least 1");
-        for (int64_t i = 0; i < int64_t(B) * T; ++i)
-            if (tokens[i] < 0 || tokens[i] >= V) throw Error("trainer: token out of range of the palette");
+        check_tokens(tokens, size_t(B) * size_t(T));
         if (B > batch_) allocate(B);
         IGPT_CUDA_CHECK(cudaMemcpyAsync(params_, params, n_params_ * sizeof(float), cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaMemcpyAsync(tok_, tokens, size_t(B) * size_t(T) * 4, cudaMemcpyHostToDevice, s_));
@@ -370,18 +374,9 @@ private:
 
 }  // namespace
 
-bool cuda_train_available() {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();
-        return false;
-    }
-    return n > 0;
-}
-
 std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math) {
     const ct::GemmMath m = math_from_name(math);
-    if (!cuda_train_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
+    if (!cuda_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
     return std::make_unique<CudaTrainCompute>(cfg, m);
 }
 

@@ -17,11 +17,8 @@
 
 namespace igpt::train {
 
-// Whether this build has the CUDA trainer and a GPU is visible.
-bool cuda_train_available();
-
 // math: the GEMMs' compute — "f32" (IEEE fp32, for checking), "tf32" or "bf16" (tensor cores, fp32
-// accumulation; the default). Throws igpt::Error without a GPU or CUDA build.
+// accumulation; the default). Throws igpt::Error without a GPU (igpt::cuda_available(), backend.h).
 std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math = "bf16");
 
 }  // namespace igpt::train
