@@ -74,8 +74,9 @@ const cacheInfo = (page) => page.evaluate(async () => {
 });
 
 // Completes and watches from inside the page, frame by frame, how far sample 0 has been drawn and how fast
-// frames come while it runs. -> {levels, frames, ms, n_ctx}
-const watchCompletion = (page) => page.evaluate(() => new Promise((resolve) => {
+// frames come while it runs (screenshots alone miss a completion that is quicker than the screenshots: the
+// tiny model needs only a second or two); gives up after limitMs. -> {levels, frames, ms, n_ctx}
+const watchCompletion = (page, limitMs = 300000) => page.evaluate((limit) => new Promise((resolve) => {
   igptHost.action('complete');
   const levels = new Set();
   let frames = 0, started = false;
@@ -86,11 +87,11 @@ const watchCompletion = (page) => page.evaluate(() => new Promise((resolve) => {
     if (st.running) started = true;
     if (started) frames++;
     if (st.results && st.results.length) levels.add(st.results[0].filled);
-    if ((st.running || (!started && t < 5000)) && t < 300000) requestAnimationFrame(tick);
+    if ((st.running || (!started && t < 5000)) && t < limit) requestAnimationFrame(tick);
     else resolve({ levels: [...levels], frames, ms: t, n_ctx: st.n_ctx });
   };
   requestAnimationFrame(tick);
-}));
+}), limitMs);
 
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
@@ -149,25 +150,9 @@ async function main() {
     await page.screenshot({ path: path.join(OUT, 'before.png') });
     const idleFps = await page.evaluate(countFrames);
 
-    // Complete, and watch from inside the page, frame by frame, how far the samples have been drawn and how
-    // fast frames come while the worker threads run (screenshots alone miss a completion that is quicker than
-    // the screenshots: the tiny model needs only a second or two).
-    await page.evaluate(() => igptHost.action('complete'));
-    const watch = await page.evaluate(() => new Promise((resolve) => {
-      const levels = new Set();
-      let frames = 0, started = false;
-      const t0 = performance.now();
-      const tick = () => {
-        const st = igptHost.state();
-        const t = performance.now() - t0;
-        if (st.running) started = true;
-        if (started) frames++;
-        if (st.results && st.results.length) levels.add(st.results[0].filled);
-        if ((st.running || (!started && t < 5000)) && t < 120000) requestAnimationFrame(tick);
-        else resolve({ levels: [...levels], frames, ms: t, n_ctx: st.n_ctx });
-      };
-      requestAnimationFrame(tick);
-    }));
+    // Complete, and watch how far the samples have been drawn and how fast frames come while the worker
+    // threads run.
+    const watch = await watchCompletion(page, 120000);
     await waitFor(page, () => !igptHost.state().running, null, 120000, 'completion to finish');
     s = await state(page);
     check(s.results.length > 0 && s.tile_rects.length > 0, 'completion started', s.message);
