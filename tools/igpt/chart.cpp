@@ -51,6 +51,16 @@ igpt::Image Canvas::image() const {
     return img;
 }
 
+void YAxis::draw(Canvas& cv, const uint8_t* grid, const uint8_t* ink) const {
+    for (double t : ticks(y0, y1, 6)) {
+        cv.line(L, Y(t), w - R, Y(t), grid, 1);
+        const std::string s = fmt_tick(t);
+        cv.text(L - 10 - Canvas::text_width(s), Y(t) - 6, s, ink);
+    }
+    cv.line(L, T, L, h - B, ink, 2);
+    cv.line(L, h - B, w - R, h - B, ink, 2);
+}
+
 std::vector<double> ticks(double lo, double hi, int n) {
     const double raw = (hi - lo) / n, mag = std::pow(10.0, std::floor(std::log10(raw)));
     double step = mag;

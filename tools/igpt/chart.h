@@ -27,6 +27,16 @@ std::vector<double> ticks(double lo, double hi, int n);
 // A tick label: "%g", thousands as "5k".
 std::string fmt_tick(double v);
 
+// The vertical side of a chart on a w x h canvas: the plot area lies inside margins L, R, T, B, and the
+// values [y0, y1] run from its bottom to its top.
+struct YAxis {
+    int32_t w, h, L, R, T, B;
+    double y0, y1;
+    double Y(double v) const { return h - B - (h - T - B) * (v - y0) / (y1 - y0); }
+    // Horizontal grid lines labelled at ~6 nice ticks, then the left and bottom axes.
+    void draw(Canvas& cv, const uint8_t* grid, const uint8_t* ink) const;
+};
+
 // The colours of successive series (matplotlib's first six).
 const uint8_t* series_colour(size_t i);
 

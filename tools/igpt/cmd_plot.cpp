@@ -75,19 +75,14 @@ void plot(const std::vector<std::string>& runs, const std::string& out, int32_t 
     const int32_t L = 90, R = 30, T = 50, B = 70;
     const uint8_t black[3] = {0, 0, 0}, grid[3] = {225, 225, 225}, grey[3] = {90, 90, 90};
     auto X = [&](double s) { return L + (W - L - R) * s / x1; };
-    auto Y = [&](double v) { return H - B - (H - T - B) * (v - y0) / (y1 - y0); };
+    const YAxis ya{W, H, L, R, T, B, y0, y1};
+    auto Y = [&](double v) { return ya.Y(v); };
     for (double t : ticks(0, x1, 8)) {
         cv.line(X(t), T, X(t), H - B, grid, 1);
         const std::string s = fmt_tick(t);
         cv.text(X(t) - Canvas::text_width(s) / 2.0, H - B + 10, s, black);
     }
-    for (double t : ticks(y0, y1, 6)) {
-        cv.line(L, Y(t), W - R, Y(t), grid, 1);
-        const std::string s = fmt_tick(t);
-        cv.text(L - 10 - Canvas::text_width(s), Y(t) - 6, s, black);
-    }
-    cv.line(L, T, L, H - B, black, 2);
-    cv.line(L, H - B, W - R, H - B, black, 2);
+    ya.draw(cv, grid, black);
     cv.text((W - Canvas::text_width("step")) / 2.0, H - 30, "step", black);
     cv.text(10, T - 35, "bits per pixel (train: smoothed, thin; validation: thick with markers)", grey);
 

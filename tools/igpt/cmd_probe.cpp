@@ -163,19 +163,14 @@ void plot_probe(const std::string& out, const std::vector<LayerScore>& rows, con
     y1 = std::min(100.0, y1 + pad);
     const double x0 = rows.front().layer - 0.3, x1 = rows.back().layer + 0.3;
     auto X = [&](double l) { return L + (W - L - R) * (l - x0) / std::max(1e-9, x1 - x0); };
-    auto Y = [&](double v) { return H - B - (H - T - B) * (v - y0) / (y1 - y0); };
+    const YAxis ya{W, H, L, R, T, B, y0, y1};
+    auto Y = [&](double v) { return ya.Y(v); };
     for (const auto& s : rows) {
         const std::string t = std::to_string(s.layer);
         cv.line(X(s.layer), T, X(s.layer), H - B, grid, 1);
         cv.text(X(s.layer) - Canvas::text_width(t) / 2.0, H - B + 10, t, black);
     }
-    for (double t : ticks(y0, y1, 6)) {
-        cv.line(L, Y(t), W - R, Y(t), grid, 1);
-        const std::string s = fmt_tick(t);
-        cv.text(L - 10 - Canvas::text_width(s), Y(t) - 6, s, black);
-    }
-    cv.line(L, T, L, H - B, black, 2);
-    cv.line(L, H - B, W - R, H - B, black, 2);
+    ya.draw(cv, grid, black);
     const std::string xl = "layer (" + std::to_string(rows.back().layer) + " = final norm)";
     cv.text((W - Canvas::text_width(xl)) / 2.0, H - 35, xl, black);
     cv.text(10, 12, title, black);
