@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "cpu/ops.h"
 #include "grad_ops.h"
 
 using namespace igpt::train;
@@ -132,12 +133,12 @@ TEST_CASE("train op: quick gelu backward matches finite differences", "[train][o
 }
 
 TEST_CASE("train op: causal attention forward and backward", "[train][ops]") {
-    // T = 150 spans two causal row blocks (128 rows each), so the block boundaries are exercised.
+    // T = 150 spans three causal row blocks (64 rows each), so the block boundaries are exercised.
     for (auto [T, C, NH] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{7, 8, 2}, {150, 6, 2}}) {
         auto qkv = randn(T * 3 * C, 14 + uint32_t(T)), R = randn(T * C, 15);
-        std::vector<double> att(NH * T * T), out(T * C);
+        std::vector<double> att(attention_probs_size(T, NH)), out(T * C), scratch(attention_scratch(T, C / NH));
         auto f = [&, T = T, C = C, NH = NH] {  // named copies: clang 14 cannot capture structured bindings
-            attention_forward(qkv.data(), T, C, NH, att.data(), out.data());
+            attention_forward(qkv.data(), T, C, NH, att.data(), out.data(), scratch.data());
             return dot(out, R);
         };
         f();
@@ -158,7 +159,7 @@ TEST_CASE("train op: causal attention forward and backward", "[train][ops]") {
             CHECK(out[t * C + h * hd] == Approx(o).epsilon(1e-10));
             CHECK(att[0 * T * T + 0 * T + 1] == 0.0);  // masked: position 0 never sees position 1
         }
-        std::vector<double> dqkv(T * 3 * C), scratch(attention_scratch(T));
+        std::vector<double> dqkv(T * 3 * C);
         attention_backward(R.data(), qkv.data(), att.data(), T, C, NH, dqkv.data(), scratch.data());
         std::vector<size_t> which;
         std::mt19937 g(3);
@@ -166,6 +167,77 @@ TEST_CASE("train op: causal attention forward and backward", "[train][ops]") {
         which.push_back(0);
         which.push_back(qkv.size() - 1);
         check_grad("qkv", qkv, dqkv, f, which);
+    }
+}
+
+// The float attention runs on igpt::gemm_strided (AVX2 register tiles, tails masked); the double path above
+// runs the same blocking on Eigen. First the kernel itself against a double sum over every tile shape.
+TEST_CASE("gemm_strided: every tile and tail shape against a double-precision product", "[train][ops]") {
+    std::mt19937 g(21);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    double worst = 0;
+    for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 13})
+        for (int64_t N : {1, 7, 8, 9, 15, 16, 17, 33})
+            for (int64_t K : {0, 1, 5, 300})  // 300: two slices of the 256-deep K blocking
+                for (bool transposed : {false, true})
+                    for (bool accumulate : {false, true}) {
+                        // A (M, K) stored as is (row stride K + 3) or transposed (K, M) (row stride M + 2)
+                        const int64_t a_rs = transposed ? 1 : K + 3, a_ks = transposed ? M + 2 : 1;
+                        const int64_t ldb = N + 5, ldc = N + 4;
+                        std::vector<float> A(size_t((transposed ? K * (M + 2) : M * (K + 3)) + 1)),
+                            B(size_t(std::max<int64_t>(K, 1) * ldb)), C(size_t(M * ldc));
+                        for (float& x : A) x = nd(g);
+                        for (float& x : B) x = nd(g);
+                        for (float& x : C) x = nd(g);
+                        const std::vector<float> C0 = C;
+                        igpt::gemm_strided(M, N, K, A.data(), a_rs, a_ks, B.data(), ldb, C.data(), ldc, accumulate);
+                        for (int64_t i = 0; i < M; i++)
+                            for (int64_t j = 0; j < ldc; j++) {
+                                const size_t c = size_t(i * ldc + j);
+                                if (j >= N) {  // padding beyond N is never written
+                                    REQUIRE(C[c] == C0[c]);
+                                    continue;
+                                }
+                                double ref = accumulate ? double(C0[c]) : 0.0, mag = std::abs(ref);
+                                for (int64_t k = 0; k < K; k++) {
+                                    const double t = double(A[size_t(i * a_rs + k * a_ks)]) * B[size_t(k * ldb + j)];
+                                    ref += t;
+                                    mag += std::abs(t);
+                                }
+                                worst = std::max(worst, std::abs(C[c] - ref) / (mag + 1e-30));
+                            }
+                    }
+    INFO("worst error relative to sum |a b|: " << worst);
+    CHECK(worst < 1e-6);
+}
+
+TEST_CASE("train op: float attention (gemm_strided) agrees with the double one", "[train][ops]") {
+    // hd = 32 (the shipped configs) and hd = 24 (a masked 8-wide tail); T = 150: three row blocks, the
+    // last one partial
+    for (auto [T, C, NH] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{150, 64, 2}, {150, 48, 2}, {9, 16, 2}}) {
+        const auto qkv = randn(T * 3 * C, 31 + uint32_t(C)), dout = randn(T * C, 32);
+        std::vector<double> att(attention_probs_size(T, NH)), out(T * C), dqkv(T * 3 * C),
+            scratch(attention_scratch(T, C / NH));
+        attention_forward(qkv.data(), T, C, NH, att.data(), out.data(), scratch.data());
+        attention_backward(dout.data(), qkv.data(), att.data(), T, C, NH, dqkv.data(), scratch.data());
+
+        auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+        const auto qkv_f = to_f(qkv), dout_f = to_f(dout);
+        std::vector<float> att_f(att.size()), out_f(out.size()), dqkv_f(dqkv.size()), scratch_f(scratch.size());
+        attention_forward(qkv_f.data(), T, C, NH, att_f.data(), out_f.data(), scratch_f.data());
+        attention_backward(dout_f.data(), qkv_f.data(), att_f.data(), T, C, NH, dqkv_f.data(), scratch_f.data());
+
+        auto rel_err = [](const std::vector<float>& a, const std::vector<double>& ref) {
+            double diff = 0, mag = 0;
+            for (size_t i = 0; i < ref.size(); i++) {
+                diff = std::max(diff, std::abs(a[i] - ref[i]));
+                mag = std::max(mag, std::abs(ref[i]));
+            }
+            return diff / mag;
+        };
+        INFO("T " << T << " C " << C << " heads " << NH);
+        CHECK(rel_err(out_f, out) < 1e-5);
+        CHECK(rel_err(dqkv_f, dqkv) < 1e-5);
     }
 }
 

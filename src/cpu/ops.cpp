@@ -235,6 +235,95 @@ void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float
         }
     }
 }
+namespace {
+// One MR x (8 NV) tile of C over K: MR * NV accumulators (at most 12 of the 16 ymm registers, so that the
+// NV loads of B and the broadcast of A stay in registers too). TAIL: the last vector is masked by `tm`.
+template <int MR, int NV, bool TAIL>
+inline void gemm_tile(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t ldb, float* C,
+                      int64_t ldc, bool accumulate, __m256i tm) {
+    __m256 c[MR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; ++k) {
+        const float* b = B + k * ldb;
+        __m256 bv[NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v)
+            bv[v] = (TAIL && v == NV - 1) ? _mm256_maskload_ps(b + 8 * v, tm) : _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const __m256 a = _mm256_broadcast_ss(A + r * a_rs + k * a_ks);
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(a, bv[v], c[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+            float* p = C + r * ldc + 8 * v;
+            const bool masked = TAIL && v == NV - 1;
+            __m256 x = c[r][v];
+            if (accumulate) x = _mm256_add_ps(x, masked ? _mm256_maskload_ps(p, tm) : _mm256_loadu_ps(p));
+            if (masked)
+                _mm256_maskstore_ps(p, tm, x);
+            else
+                _mm256_storeu_ps(p, x);
+        }
+}
+
+// All M rows of one column panel (8 NV wide): 6-row tiles, then one tile of the remaining rows.
+template <int NV, bool TAIL>
+void gemm_panel(int64_t M, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t ldb,
+                float* C, int64_t ldc, bool accumulate, __m256i tm) {
+    constexpr int MR = 6;
+    int64_t i = 0;
+    for (; i + MR <= M; i += MR)
+        gemm_tile<MR, NV, TAIL>(K, A + i * a_rs, a_rs, a_ks, B, ldb, C + i * ldc, ldc, accumulate, tm);
+    const float* a = A + i * a_rs;
+    float* c = C + i * ldc;
+    switch (M - i) {
+        case 1: gemm_tile<1, NV, TAIL>(K, a, a_rs, a_ks, B, ldb, c, ldc, accumulate, tm); break;
+        case 2: gemm_tile<2, NV, TAIL>(K, a, a_rs, a_ks, B, ldb, c, ldc, accumulate, tm); break;
+        case 3: gemm_tile<3, NV, TAIL>(K, a, a_rs, a_ks, B, ldb, c, ldc, accumulate, tm); break;
+        case 4: gemm_tile<4, NV, TAIL>(K, a, a_rs, a_ks, B, ldb, c, ldc, accumulate, tm); break;
+        case 5: gemm_tile<5, NV, TAIL>(K, a, a_rs, a_ks, B, ldb, c, ldc, accumulate, tm); break;
+        default: break;
+    }
+}
+}  // namespace
+
+void gemm_strided(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
+                  int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+    if (K == 0) {  // the product is zero
+        if (!accumulate)
+            for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+        return;
+    }
+    constexpr int64_t KC = 256;  // a 256 x 16 panel of B (16 KiB) stays in L1 across the row tiles
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = std::min(KC, K - k0);
+        const bool acc = accumulate || k0 > 0;
+        const float* Ak = A + k0 * a_ks;
+        const float* Bk = B + k0 * ldb;
+        int64_t j = 0;
+        for (; j + 16 <= N; j += 16)
+            gemm_panel<2, false>(M, kc, Ak, a_rs, a_ks, Bk + j, ldb, C + j, ldc, acc, __m256i{});
+        const int64_t rem = N - j;  // 1..15 columns left: one or two vectors, the last one masked if partial
+        if (rem == 0) continue;
+        const int last = int(rem > 8 ? rem - 8 : rem);
+        alignas(32) int32_t lanes[8];
+        for (int t = 0; t < 8; ++t) lanes[t] = t < last ? -1 : 0;
+        const __m256i tm = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+        if (rem > 8)
+            gemm_panel<2, true>(M, kc, Ak, a_rs, a_ks, Bk + j, ldb, C + j, ldc, acc, tm);
+        else
+            gemm_panel<1, true>(M, kc, Ak, a_rs, a_ks, Bk + j, ldb, C + j, ldc, acc, tm);
+    }
+}
+
 #elif !defined(__EMSCRIPTEN__)
 void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
                  int64_t lds) {
@@ -253,6 +342,18 @@ void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float
             float acc = accumulate ? O[i * ldo + d] : 0.0f;
             for (int64_t t = 0; t < tk; ++t) acc += P[i * ldp + t] * V[t * ldv + d];
             O[i * ldo + d] = acc;
+        }
+}
+#endif
+
+#if !(defined(__AVX2__) && defined(__FMA__))
+void gemm_strided(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
+                  int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+            float acc = accumulate ? C[i * ldc + j] : 0.0f;
+            for (int64_t k = 0; k < K; ++k) acc += A[i * a_rs + k * a_ks] * B[k * ldb + j];
+            C[i * ldc + j] = acc;
         }
 }
 #endif

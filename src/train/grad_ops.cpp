@@ -2,6 +2,8 @@
 // the trainer parallelises over images), elementwise exp/sigmoid through Eigen's vectorised arrays.
 #include "grad_ops.h"
 
+#include "cpu/ops.h"  // gemm_strided
+
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
@@ -25,7 +27,8 @@ using CMapS = Eigen::Map<const Mat<F>, 0, Eigen::OuterStride<>>;
 template <typename F>
 using ArrV = Eigen::Array<F, Eigen::Dynamic, 1>;
 
-constexpr int64_t kAttBlock = 128;  // rows per causal block: wasted (masked) work ~ kAttBlock / (2T)
+constexpr int64_t kAttBlock = 64;  // rows per causal block: wasted (masked) work ~ kAttBlock / (2T);
+                                   // a block of P and of dS (64 x T) stay in L2 together
 }  // namespace
 
 // --- embedding ---------------------------------------------------------------------------------------------
@@ -132,37 +135,64 @@ void gelu_backward(const F* dy, const F* x, int64_t n, F* dx) {
 }
 
 // --- attention ---------------------------------------------------------------------------------------------
-int64_t attention_scratch(int64_t T) { return std::min(T, kAttBlock) * T; }
+int64_t attention_ld(int64_t T) { return T + 16; }
+int64_t attention_probs_size(int64_t T, int64_t NH) { return NH * T * attention_ld(T); }
+int64_t attention_scratch(int64_t T, int64_t hd) { return (std::min(T, kAttBlock) + hd) * attention_ld(T); }
+
+namespace {
+// C (M, N) = or += A (M, K) · B (K, N): A's element (r, k) at A[r * a_rs + k * a_ks], B and C row-major.
+// float: igpt::gemm_strided (AVX2 tiles; Eigen's GEMM packs both sides on every call and ran these thin
+// products at half the speed); double (the gradient tests): Eigen on strided maps.
+void mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t ldb,
+        float* C, int64_t ldc, bool accumulate) {
+    gemm_strided(M, N, K, A, a_rs, a_ks, B, ldb, C, ldc, accumulate);
+}
+void mm(int64_t M, int64_t N, int64_t K, const double* A, int64_t a_rs, int64_t a_ks, const double* B, int64_t ldb,
+        double* C, int64_t ldc, bool accumulate) {
+    using Strided = Eigen::Map<const Mat<double>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+    const Strided a(A, M, K, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(a_rs, a_ks));
+    const CMapS<double> b(B, K, N, Eigen::OuterStride<>(ldb));
+    MapS<double> c(C, M, N, Eigen::OuterStride<>(ldc));
+    if (accumulate)
+        c.noalias() += a * b;
+    else
+        c.noalias() = a * b;
+}
+
+// dst (hd, ld) = scale * src^T for one head's (T, hd) columns of qkv (row stride 3C)
+template <typename F>
+void transpose_head(const F* src, int64_t T, int64_t hd, int64_t stride, F scale, F* dst, int64_t ld) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t d = 0; d < hd; d++) dst[d * ld + t] = scale * src[t * stride + d];
+}
+}  // namespace
 
 template <typename F>
-void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F* out) {
-    const int64_t hd = C / NH;
+void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F* out, F* scratch) {
+    const int64_t hd = C / NH, ld = attention_ld(T), C3 = 3 * C;
     const F scale = F(1) / std::sqrt(F(hd));
+    F* kt = scratch;  // (hd, ld): scale * k^T of the current head
     for (int64_t h = 0; h < NH; h++) {
-        CMapS<F> q(qkv + h * hd, T, hd, Eigen::OuterStride<>(3 * C));          // (T, hd)
-        CMapS<F> k(qkv + C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));      // (T, hd)
-        CMapS<F> v(qkv + 2 * C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));  // (T, hd)
-        MapS<F> o(out + h * hd, T, hd, Eigen::OuterStride<>(C));               // (T, hd)
-        MapM<F> A(att + h * T * T, T, T);                                      // (T, T)
+        const F* q = qkv + h * hd;
+        const F* v = qkv + 2 * C + h * hd;
+        transpose_head(qkv + C + h * hd, T, hd, C3, scale, kt, ld);
+        F* A = att + h * T * ld;
         for (int64_t r0 = 0; r0 < T; r0 += kAttBlock) {
             const int64_t rows = std::min(kAttBlock, T - r0), cols = r0 + rows;  // keys [0, cols) are visible
-            auto S = A.block(r0, 0, rows, cols);
-            S.noalias() = (scale * q.middleRows(r0, rows)) * k.topRows(cols).transpose();  // (rows, cols)
-            // causal softmax row by row (contiguous, vectorised; Eigen's colwise broadcasts over a
-            // row-major block measured 4x slower): position r0+i sees keys [0, r0+i+1)
+            F* S = A + r0 * ld;
+            mm(rows, cols, hd, q + r0 * C3, C3, 1, kt, ld, S, ld, false);  // S = q k^T * scale (rows, cols)
+            // causal softmax row by row (contiguous, vectorised): position r0+i sees keys [0, r0+i+1)
             for (int64_t i = 0; i < rows; i++) {
                 const int64_t n = r0 + i + 1;
-                auto row = S.row(i);
-                auto vis = row.head(n).array();
+                Eigen::Map<ArrV<F>> vis(S + i * ld, n);
                 const F m = vis.maxCoeff();
                 vis = (vis - m).exp();
                 vis *= F(1) / vis.sum();
-                if (n < cols) row.tail(cols - n).setZero();
+                std::fill(S + i * ld + n, S + i * ld + cols, F(0));
             }
-            // A's entries right of the block (keys no row of it sees) are never written: they keep the zeros
-            // of the buffer's allocation, and the backward pass reads only blocks, so they are not cleared
-            // here (that memset was ~7% of a training step).
-            o.middleRows(r0, rows).noalias() = S * v.topRows(cols);
+            // A's entries right of the block (keys no row of it sees) are never written: the backward pass
+            // reads only blocks (clearing them was ~7% of a training step).
+            mm(rows, hd, cols, S, ld, 1, v, C3, out + r0 * C + h * hd, C, false);  // o = P v
         }
     }
 }
@@ -172,34 +202,36 @@ void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F
 template <typename F>
 void attention_backward(const F* dout, const F* qkv, const F* att, int64_t T, int64_t C, int64_t NH, F* dqkv,
                         F* scratch) {
-    const int64_t hd = C / NH;
+    const int64_t hd = C / NH, ld = attention_ld(T), C3 = 3 * C;
     const F scale = F(1) / std::sqrt(F(hd));
-    std::memset(dqkv, 0, sizeof(F) * size_t(T * 3 * C));
+    std::memset(dqkv, 0, sizeof(F) * size_t(T * C3));
+    F* vt = scratch;            // (hd, ld): v^T of the current head
+    F* dS = scratch + hd * ld;  // (rows, ld)
     for (int64_t h = 0; h < NH; h++) {
-        CMapS<F> q(qkv + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        CMapS<F> k(qkv + C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        CMapS<F> v(qkv + 2 * C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        MapS<F> dq(dqkv + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        MapS<F> dk(dqkv + C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        MapS<F> dv(dqkv + 2 * C + h * hd, T, hd, Eigen::OuterStride<>(3 * C));
-        CMapS<F> dout_h(dout + h * hd, T, hd, Eigen::OuterStride<>(C));
-        CMapM<F> A(att + h * T * T, T, T);
+        const F* q = qkv + h * hd;
+        const F* k = qkv + C + h * hd;
+        F* dq = dqkv + h * hd;
+        F* dk = dqkv + C + h * hd;
+        F* dv = dqkv + 2 * C + h * hd;
+        transpose_head(qkv + 2 * C + h * hd, T, hd, C3, F(1), vt, ld);
+        const F* A = att + h * T * ld;
         for (int64_t r0 = 0; r0 < T; r0 += kAttBlock) {
             const int64_t rows = std::min(kAttBlock, T - r0), cols = r0 + rows;
-            auto P = A.block(r0, 0, rows, cols);
-            auto dO = dout_h.middleRows(r0, rows);
-            MapM<F> dS(scratch, rows, cols);
-            dS.noalias() = dO * v.topRows(cols).transpose();  // dP (rows, cols)
-            dv.topRows(cols).noalias() += P.transpose() * dO;
-            // dS = P * (dP - rowsum(dP * P)), row by row; masked entries have P = 0, so dS = 0 there
+            const F* P = A + r0 * ld;
+            const F* dO = dout + r0 * C + h * hd;
+            mm(rows, cols, hd, dO, C, 1, vt, ld, dS, ld, false);  // dP = dO v^T (rows, cols)
+            // dS = scale * P * (dP - rowsum(dP * P)), row by row; masked entries have P = 0, so dS = 0 there.
+            // This pass brings the block of P in from memory row by row; the column walk of P^T dO below then
+            // finds it in L2 (the other order made that product twice as slow).
             for (int64_t i = 0; i < rows; i++) {
-                auto dp = dS.row(i).array();
-                auto p = P.row(i).array();
+                Eigen::Map<ArrV<F>> dp(dS + i * ld, cols);
+                const Eigen::Map<const ArrV<F>> p(P + i * ld, cols);
                 const F dot = (dp * p).sum();
-                dp = p * (dp - dot);
+                dp = scale * p * (dp - dot);
             }
-            dq.middleRows(r0, rows).noalias() += (scale * dS) * k.topRows(cols);
-            dk.topRows(cols).noalias() += (scale * dS.transpose()) * q.middleRows(r0, rows);
+            mm(cols, hd, rows, P, 1, ld, dO, C, dv, C3, true);  // dv[0, cols) += P^T dO
+            mm(rows, hd, cols, dS, ld, 1, k, C3, dq + r0 * C3, C3, true);  // dq[r0, r0+rows) += dS k
+            mm(cols, hd, rows, dS, 1, ld, q + r0 * C3, C3, dk, C3, true);  // dk[0, cols) += dS^T q
         }
     }
 }
@@ -238,7 +270,7 @@ double cross_entropy(F* logits, const int32_t* targets, int64_t M, int64_t V, F 
     template void linear_backward<F>(const F*, const F*, const F*, int64_t, int64_t, int64_t, F*, F*, F*);        \
     template void gelu_forward<F>(const F*, int64_t, F*);                                                         \
     template void gelu_backward<F>(const F*, const F*, int64_t, F*);                                              \
-    template void attention_forward<F>(const F*, int64_t, int64_t, int64_t, F*, F*);                              \
+    template void attention_forward<F>(const F*, int64_t, int64_t, int64_t, F*, F*, F*);                         \
     template void attention_backward<F>(const F*, const F*, const F*, int64_t, int64_t, int64_t, F*, F*);         \
     template double cross_entropy<F>(F*, const int32_t*, int64_t, int64_t, F, F*, float*);
 IGPT_TRAIN_OPS(float)

@@ -40,15 +40,21 @@ template <typename F>
 void gelu_backward(const F* dy, const F* x, int64_t n, F* dx);
 
 // --- causal multi-head self-attention on fused qkv (T, 3C) (columns q | k | v, head h at h*hd) --------------
-// att: (NH, T, T) softmax probabilities (upper triangle zero); out: (T, C) heads concatenated.
+// att: (NH, T, attention_ld(T)) softmax probabilities, row t holding keys [0, t] (the rest of the row up to
+// its causal block's end is zero; beyond it, never written). out: (T, C) heads concatenated.
 // The work is done in row blocks so that the masked upper triangle is (mostly) never computed.
+// scratch: at least attention_scratch(T, C / NH) elements, for both directions.
 template <typename F>
-void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F* out);
-// dqkv (T, 3C) is overwritten. scratch: at least attention_scratch(T) elements.
+void attention_forward(const F* qkv, int64_t T, int64_t C, int64_t NH, F* att, F* out, F* scratch);
+// dqkv (T, 3C) is overwritten.
 template <typename F>
 void attention_backward(const F* dout, const F* qkv, const F* att, int64_t T, int64_t C, int64_t NH, F* dqkv,
                         F* scratch);
-int64_t attention_scratch(int64_t T);
+// Row stride of att: T plus 64 bytes, so that rows are not 4 KiB apart (a walk down a column of such rows
+// maps to one L1 set; the backward's P^T products walk columns).
+int64_t attention_ld(int64_t T);
+int64_t attention_probs_size(int64_t T, int64_t NH);
+int64_t attention_scratch(int64_t T, int64_t hd);
 
 // --- softmax cross-entropy over V classes for M rows -----------------------------------------------------
 // Returns sum over rows of -ln p(target). pixel_nats (optional, (M)): each row's -ln p.

@@ -58,7 +58,7 @@ Net<F>::Net(const ModelConfig& cfg) : cfg_(cfg) {
         a.ln1.resize(T * C);
         a.rstd1.resize(T);
         a.qkv.resize(T * 3 * C);
-        a.att.resize(NH * T * T);
+        a.att.resize(attention_probs_size(T, NH));
         a.atty.resize(T * C);
         a.res_mid.resize(T * C);
         a.ln2.resize(T * C);
@@ -69,6 +69,7 @@ Net<F>::Net(const ModelConfig& cfg) : cfg_(cfg) {
     acts.lnf.resize(T * C);
     acts.rstdf.resize(T);
     acts.logits.resize(T * V);
+    scratch.resize(attention_scratch(T, C / NH));
 }
 
 template <typename F>
@@ -86,7 +87,7 @@ double Net<F>::forward(const Weights<F>& w, const int32_t* tokens, float* pixel_
         // x = x + attn(norm(x))
         rmsnorm_forward(x, lw.ln1_g, eps, T, C, a.ln1.data(), a.rstd1.data());             // (T, C)
         linear_forward(a.ln1.data(), lw.qkv_w, lw.qkv_b, T, C, 3 * C, a.qkv.data());      // (T, 3C)
-        attention_forward(a.qkv.data(), T, C, NH, a.att.data(), a.atty.data());            // (T, C)
+        attention_forward(a.qkv.data(), T, C, NH, a.att.data(), a.atty.data(), scratch.data());  // (T, C)
         linear_forward(a.atty.data(), lw.proj_w, lw.proj_b, T, C, C, a.res_mid.data());   // (T, C)
         for (int64_t i = 0; i < T * C; i++) a.res_mid[i] += x[i];
         // x = x + mlp(norm(x))
@@ -119,7 +120,6 @@ void Net<F>::backward(const Weights<F>& w, const int32_t* tokens, F scale, const
     dqkv.resize(T * 3 * C);
     datty.resize(T * C);
     dfc.resize(T * H);
-    scratch.resize(attention_scratch(T));
 
     // loss -> logits (in place) -> final norm -> residual stream
     F* dlogits = acts.logits.data();

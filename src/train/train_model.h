@@ -98,7 +98,8 @@ public:
 
 private:
     ModelConfig cfg_;
-    Buf<F> dres, dln, dqkv, datty, dfc, scratch;  // backward scratch
+    Buf<F> dres, dln, dqkv, datty, dfc;  // backward buffers
+    Buf<F> scratch;                      // attention scratch (both directions)
 };
 
 // A classification head on pooled features (C): logits = W (K, C) · pooled + b (K). Returns -ln p(label).
