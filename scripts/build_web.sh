@@ -78,8 +78,9 @@ build_sdl2 "$SDL_ST_PREFIX" OFF
 # folder $BUILD/st) into the same www/, then the service worker stamped with a hash of what was built ----
 emcmake cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIGPT_BUILD_TESTS=OFF \
     -DIGPT_BUILD_TOOLS=OFF -DIGPT_SDL2_PREFIX="$SDL_PREFIX" -DIGPT_IMGUI_DIR="$SRC/imgui" >/dev/null
-# Only the app's targets (the wasm build of the trainer, tests and tools is not needed here).
-cmake --build "$BUILD" -j "$JOBS" --target igpt_web igpt_web_manifest
+# Only the app's targets and the logits dumper of tests/web/test_wasm_numerics.py (the wasm build of the
+# trainer, the Catch2 tests and the CLI is not needed here).
+cmake --build "$BUILD" -j "$JOBS" --target igpt_web igpt_web_manifest igpt_dump_logits
 emcmake cmake -S "$ROOT" -B "$BUILD/st" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIGPT_BUILD_TESTS=OFF \
     -DIGPT_BUILD_TOOLS=OFF -DIGPT_WASM_THREADS=OFF -DIGPT_SDL2_PREFIX="$SDL_ST_PREFIX" \
     -DIGPT_IMGUI_DIR="$SRC/imgui" -DIGPT_WEB_WWW="$BUILD/www" >/dev/null

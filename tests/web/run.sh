@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The browser app's tests: serve.py (python3 unittest) and the end-to-end test in headless chromium (node +
-# playwright-core). Prints "web: N passed, M failed" last; exits non-zero on any failure.
+# The browser app's tests: serve.py (python3 unittest), the wasm backend's numerics against the NumPy
+# reference (node), and the end-to-end test in headless chromium (node + playwright-core). Prints
+# "web: N passed, M failed" last; exits non-zero on any failure.
 #   tests/web/run.sh [www root]      (default build-web/www, made by scripts/build_web.sh)
-# Needs: python3, node, /usr/bin/chromium, and playwright-core in tests/web/node_modules (installed here from
-# tests/web/package-lock.json on the first run: `npm ci --prefix tests/web`).
+# Needs: python3 with numpy, node, /usr/bin/chromium, and playwright-core in tests/web/node_modules
+# (installed here from tests/web/package-lock.json on the first run: `npm ci --prefix tests/web`).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -22,6 +23,10 @@ python3 "$HERE/test_serve.py" 2>&1 | tee "$log"
 count "$log" serve
 python3 "$HERE/test_serve_hardening.py" 2>&1 | tee "$log"
 count "$log" serve-hardening
+
+# The wasm backend's logits against the NumPy reference (igpt_dump_logits sits in the build folder above www/)
+python3 "$HERE/test_wasm_numerics.py" "$(dirname "$WWW")" 2>&1 | tee "$log"
+count "$log" wasm-numerics
 
 if [ ! -f "$WWW/igpt_web.js" ]; then
     echo "web: $WWW/igpt_web.js missing -- build first: scripts/build_web.sh"
