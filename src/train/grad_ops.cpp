@@ -1,5 +1,6 @@
 // Forward and backward of each training op (see grad_ops.h). GEMMs go through Eigen (single-threaded:
-// the trainer parallelises over images), elementwise exp/sigmoid through Eigen's vectorised arrays.
+// the trainer parallelises over images), except the attention's thin per-head products in float, which run
+// on igpt::gemm_strided; elementwise exp/sigmoid through Eigen's vectorised arrays.
 #include "grad_ops.h"
 
 #include "cpu/ops.h"  // gemm_strided
