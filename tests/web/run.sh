@@ -25,7 +25,8 @@ python3 "$HERE/test_serve_hardening.py" 2>&1 | tee "$log"
 count "$log" serve-hardening
 
 # The wasm backend's logits against the NumPy reference (igpt_dump_logits sits in the build folder above www/)
-python3 "$HERE/test_wasm_numerics.py" "$(dirname "$WWW")" 2>&1 | tee "$log"
+# (Debian's python3, which has numpy, like the native suite's reference tests: not whatever python3 comes first)
+/usr/bin/python3 "$HERE/test_wasm_numerics.py" "$(dirname "$WWW")" 2>&1 | tee "$log"
 count "$log" wasm-numerics
 
 if [ ! -f "$WWW/igpt_web.js" ]; then

@@ -19,7 +19,12 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    print("FAIL numpy is missing for %s: apt-get install python3-numpy" % sys.executable)
+    print("wasm-numerics: 0 passed, 1 failed")
+    sys.exit(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
