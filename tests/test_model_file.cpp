@@ -17,25 +17,12 @@
 #include "error.h"
 #include "model.h"
 #include "palette.h"
+#include "test_util.h"
 
 namespace {
 
 using Bytes = std::vector<uint8_t>;
 using nlohmann::json;
-
-igpt::ModelConfig small_config(bool bias) {
-    igpt::ModelConfig c;
-    c.name = "custom";
-    c.vocab = 16;
-    c.width = 32;
-    c.layers = 2;
-    c.heads = 4;
-    c.image_h = 8;
-    c.image_w = 8;
-    c.mlp_mult = 4;
-    c.bias = bias;
-    return c;
-}
 
 igpt::Palette small_palette(int k) {
     std::vector<uint8_t> rgb(size_t(k) * 3);
@@ -48,7 +35,7 @@ igpt::Palette small_palette(int k) {
 }
 
 igpt::Model small_model(bool bias, uint64_t seed = 7) {
-    igpt::Model m = igpt::init_model(small_config(bias), small_palette(16), seed);
+    igpt::Model m = igpt::init_model(igpt_test::small_config(bias), small_palette(16), seed);
     // Non-trivial biases and gains, so that they are round-tripped too.
     std::mt19937 rng{unsigned(seed)};
     std::normal_distribution<float> nd(0.0f, 0.1f);

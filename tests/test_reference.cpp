@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include "ref_array.h"
+#include "test_util.h"
 
 #include <algorithm>
 #include <cmath>
@@ -301,15 +302,7 @@ TEST_CASE("reference: CPU logits match the reference (reference-written files)",
 }
 
 TEST_CASE("reference: files written by igpt::save_model read the same in the reference", "[reference]") {
-    igpt::ModelConfig cfg;
-    cfg.name = "custom";
-    cfg.vocab = 16;
-    cfg.width = 32;
-    cfg.layers = 2;
-    cfg.heads = 4;
-    cfg.image_h = 8;
-    cfg.image_w = 8;
-    cfg.bias = true;
+    const igpt::ModelConfig cfg = igpt_test::small_config(true);
     std::vector<uint8_t> rgb(16 * 3);
     for (int i = 0; i < 48; ++i) rgb[size_t(i)] = uint8_t(i * 5);
     igpt::Model m = igpt::init_model(cfg, igpt::Palette(rgb), 3);
