@@ -449,22 +449,29 @@ TEST_CASE("reference: copy_cache fans a prefilled prompt out to every sequence",
             be->forward(inputs[0].data(), 1, k, 0, prompt.data(), true);  // sequence 0 only
             check_close(std::string(vn) + " prompt", prompt, slice(want, 0, size_t(k) * V));
             be->copy_cache(0, 8, k);
-            // One token for all, then the rest in one chunk.
-            std::vector<int32_t> t1(8);
-            for (size_t s = 0; s < 8; ++s) t1[s] = inputs[s][size_t(k)];
-            std::vector<float> l1(8 * size_t(V));
-            be->forward(t1.data(), 8, 1, k, l1.data(), false);
-            const int32_t rest = T - k - 1;
+            // One position at a time for all (the decode steps that read the shared prompt once for the
+            // group), then the rest in one chunk.
+            const int32_t singles = 6;
+            std::vector<float> l1(size_t(singles) * 8 * size_t(V));
+            for (int32_t i = 0; i < singles; ++i) {
+                std::vector<int32_t> t1(8);
+                for (size_t s = 0; s < 8; ++s) t1[s] = inputs[s][size_t(k + i)];
+                be->forward(t1.data(), 8, 1, k + i, l1.data() + size_t(i) * 8 * size_t(V), false);
+            }
+            const int32_t rest = T - k - singles;
             std::vector<int32_t> tr;
-            for (const auto& s : inputs) tr.insert(tr.end(), s.begin() + k + 1, s.end());
+            for (const auto& s : inputs) tr.insert(tr.end(), s.begin() + k + singles, s.end());
             std::vector<float> lr(8 * size_t(rest) * V);
-            be->forward(tr.data(), 8, rest, k + 1, lr.data(), true);
+            be->forward(tr.data(), 8, rest, k + singles, lr.data(), true);
             for (size_t s = 0; s < 8; ++s) {
-                check_close(std::string(vn) + " fan-out sequence " + std::to_string(s) + " position k",
-                            slice(l1, s * V, size_t(V)), slice(want, s * TV + size_t(k) * V, size_t(V)));
+                for (int32_t i = 0; i < singles; ++i)
+                    check_close(std::string(vn) + " fan-out sequence " + std::to_string(s) + " position k+" +
+                                    std::to_string(i),
+                                slice(l1, (size_t(i) * 8 + s) * V, size_t(V)),
+                                slice(want, s * TV + size_t(k + i) * V, size_t(V)));
                 check_close(std::string(vn) + " fan-out sequence " + std::to_string(s) + " rest",
                             slice(lr, s * size_t(rest) * V, size_t(rest) * V),
-                            slice(want, s * TV + size_t(k + 1) * V, size_t(rest) * V));
+                            slice(want, s * TV + size_t(k + singles) * V, size_t(rest) * V));
             }
             // The backend may share the prompt's cache instead of copying it; running positions below k
             // again (here k-4 onwards, for every sequence) must give each sequence its own copy first.

@@ -7,7 +7,6 @@
 
 #include "backend.h"
 #include "error.h"
-#include "half.h"
 #include "ops.h"
 #include "thread_pool.h"
 
@@ -17,17 +16,28 @@ namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Stride = Eigen::OuterStride<>;
+// Every buffer the products read or write is 32-byte aligned: Eigen's small (coefficient-based) products
+// peel unaligned leading elements into a scalar loop without FMA, so with malloc's alignment a result could
+// differ in the last bit from one run (or thread) to the next.
+using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
 #ifdef __EMSCRIPTEN__
 constexpr bool kAlwaysAttnKernels = true;   // Eigen is not vectorised under wasm
 #else
 constexpr bool kAlwaysAttnKernels = false;
+#endif
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__EMSCRIPTEN__)
+constexpr bool kTiledGemm = true;  // gemm_strided is the register-tiled AVX2 kernel (elsewhere a plain loop)
+#else
+constexpr bool kTiledGemm = true;
 #endif
 
 class CpuBackend final : public Backend {
 public:
     CpuBackend(const Model& model, int32_t threads)
         : m_(model), w_(model.ptrs()), pool_(threads), scores_(size_t(pool_.size())) {
-        if (model.file_dtype == DType::F16 && have_matmul_f16()) keep_half_weights();
+#if IGPT_HAVE_PANELS
+        pack_weights(model.file_dtype == DType::F16);
+#endif
     }
 
     std::string name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
@@ -79,7 +89,7 @@ public:
 
             rms_norm(x_.data(), lw.ln1_g, c.norm_eps, M, C, xn_.data());             // attn_norm (M, C)
             pool_features(l, batch, n);
-            mm(xn_.data(), M, C, lw.qkv_w, half(l, 0), 3 * C, lw.qkv_b, qkv_.data());  // qkv (M, 3C)
+            mm(xn_.data(), M, C, lw.qkv_w, l, 0, 3 * C, lw.qkv_b, qkv_.data());  // qkv (M, 3C)
             // Cache layout (batch, head, T, D): each head's keys are one contiguous block to stream.
             for (int64_t b = 0; b < batch; ++b)
                 for (int64_t i = 0; i < n; ++i) {
@@ -105,12 +115,12 @@ public:
                     for (int64_t j = j0; j < j1; ++j) attend(l, j % batch, j / batch, n, pos, scale, scores_[size_t(t)]);
                 });
             }
-            mm(att_.data(), M, C, lw.proj_w, half(l, 1), C, lw.proj_b, tmp_.data());  // attn_out (M, C)
+            mm(att_.data(), M, C, lw.proj_w, l, 1, C, lw.proj_b, tmp_.data());  // attn_out (M, C)
             add_inplace(x_.data(), tmp_.data(), M * C);                                 // x += attn_out
             rms_norm(x_.data(), lw.ln2_g, c.norm_eps, M, C, xn_.data());                // mlp_norm (M, C)
-            mm(xn_.data(), M, C, lw.fc_w, half(l, 2), H, lw.fc_b, fch_.data());      // mlp_fc (M, H)
+            mm(xn_.data(), M, C, lw.fc_w, l, 2, H, lw.fc_b, fch_.data());      // mlp_fc (M, H)
             pool_.parallel_for(M * H, 4096, [&](int64_t a, int64_t e, int32_t) { quick_gelu(&fch_[size_t(a)], e - a); });
-            mm(fch_.data(), M, H, lw.mproj_w, half(l, 3), C, lw.mproj_b, tmp_.data());  // mlp_out (M, C)
+            mm(fch_.data(), M, H, lw.mproj_w, l, 3, C, lw.mproj_b, tmp_.data());  // mlp_out (M, C)
             add_inplace(x_.data(), tmp_.data(), M * C);                                    // x += mlp_out
         }
 
@@ -120,13 +130,13 @@ public:
         if (all_positions) {
             rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
             pool_features(c.layers, batch, n);
-            mm(xn_.data(), M, C, w_.head_w, half(c.layers, 0), V, nullptr, logits);
+            mm(xn_.data(), M, C, w_.head_w, c.layers, 0, V, nullptr, logits);
         } else {
             rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
             pool_features(c.layers, batch, n);
             for (int64_t b = 0; b < batch; ++b)
                 std::memcpy(&sel_[size_t(b * C)], &xn_[size_t((b * n + n - 1) * C)], size_t(C) * 4);
-            mm(sel_.data(), batch, C, w_.head_w, half(c.layers, 0), V, nullptr, logits);
+            mm(sel_.data(), batch, C, w_.head_w, c.layers, 0, V, nullptr, logits);
         }
     }
 
@@ -139,6 +149,9 @@ public:
         shared_src_ = src;
         shared_count_ = count;
         shared_len_ = n;
+#if IGPT_HAVE_PANELS
+        if (n > 0) pack_shared_prompt();
+#endif
     }
 
     bool pooled_features(int32_t layer, float* out) override {
@@ -150,47 +163,60 @@ public:
     }
 
 private:
-    // Y = X · W^T (+ bias): a few rows (decode) stream the half-precision copy of W when there is one.
-    void mm(const float* X, int64_t M, int64_t K, const float* W, const uint16_t* W16, int64_t N, const float* bias,
+    // Y = X · W^T (+ bias) for matrix `which` (qkv, proj, fc, mproj) of layer l (l == L: the head, which 0):
+    // a few rows (decode steps) from the panel copy, more (prefill) through Eigen's GEMM on W.
+    void mm(const float* X, int64_t M, int64_t K, const float* W, int64_t l, int which, int64_t N, const float* bias,
             float* Y) {
-        if (W16 && M <= kHalfRows) matmul_nt_f16(X, M, K, W16, N, bias, Y, &pool_);
-        else matmul_nt(X, M, K, W, N, bias, Y, &pool_);
+#if IGPT_HAVE_PANELS
+        if (M <= kPanelRows) {
+            const size_t at = panel_at_[size_t(l * 4 + which)];
+            if (panels16_) matmul_panels(X, K, M, K, panels16_.get() + at, N, bias, Y, N, &pool_);
+            else matmul_panels(X, K, M, K, panels_.get() + at, N, bias, Y, N, &pool_);
+            return;
+        }
+#else
+        (void)l, (void)which;
+#endif
+        matmul_nt(X, M, K, W, N, bias, Y, &pool_);
     }
-    // The model file stored its weights as f16: keep the matrices that way too (exactly the file's values)
-    // for decode steps, which stream every weight once per token. Prefill keeps using the f32 copy.
-    void keep_half_weights() {
+#if IGPT_HAVE_PANELS
+    // Decode steps stream every weight matrix once per token: keep a copy of each in the panel layout
+    // (ops.h), in half precision when the model file stored f16 (exactly the file's values, half the bytes).
+    void pack_weights(bool half) {
         const auto& c = m_.cfg;
         const int64_t C = c.width, H = c.hidden(), V = c.vocab;
-        std::vector<std::pair<const float*, int64_t>> mats;  // 4 per layer, then the head
+        struct Mat { const float* w; int64_t n, k; };
+        std::vector<Mat> mats;  // 4 per layer, then the head
         for (const LayerParams& lw : w_.layers) {
-            mats.push_back({lw.qkv_w, 3 * C * C});
-            mats.push_back({lw.proj_w, C * C});
-            mats.push_back({lw.fc_w, H * C});
-            mats.push_back({lw.mproj_w, C * H});
+            mats.push_back({lw.qkv_w, 3 * C, C});
+            mats.push_back({lw.proj_w, C, C});
+            mats.push_back({lw.fc_w, H, C});
+            mats.push_back({lw.mproj_w, C, H});
         }
-        mats.push_back({w_.head_w, V * C});
+        mats.push_back({w_.head_w, V, C});
         size_t total = 0;
-        for (const auto& m : mats) total += size_t(m.second);
-        half_.resize(total);
-        half_at_.clear();
-        size_t at = 0;
-        for (const auto& m : mats) {
-            half_at_.push_back(at);
-            for (int64_t i = 0; i < m.second; ++i) half_[at + size_t(i)] = float_to_half(m.first[i]);
-            at += size_t(m.second);
+        for (const Mat& m : mats) {
+            panel_at_.push_back(total);
+            total += size_t(panels_size(m.n, m.k));
         }
+        // Left uninitialised (every element is written below): zero-filling 300 MB first took as long again.
+        if (half) panels16_.reset(new uint16_t[total]);
+        else panels_.reset(new float[total]);
+        pool_.parallel_for(int64_t(mats.size()), 1, [&](int64_t i0, int64_t i1, int32_t) {
+            for (int64_t i = i0; i < i1; ++i) {
+                const Mat& m = mats[size_t(i)];
+                if (half) pack_panels(m.w, m.n, m.k, m.k, 1, panels16_.get() + panel_at_[size_t(i)]);
+                else pack_panels(m.w, m.n, m.k, m.k, 1, panels_.get() + panel_at_[size_t(i)]);
+            }
+        });
     }
-    // Half-precision copy of matrix `which` (qkv, proj, fc, mproj) of layer l (l == L: the head), or null.
-    const uint16_t* half(int64_t l, int which) const {
-        if (half_.empty()) return nullptr;
-        return half_.data() + half_at_[size_t(l * 4 + which)];
-    }
-    static constexpr int64_t kHalfRows = 16;
+#endif
+    static constexpr int64_t kPanelRows = 16;
 
     // One (sequence b, head h) of layer l: queries [pos, pos+n) against keys [0, pos+n), in blocks of query
     // rows that each see only the keys up to their last row (causal: the masked half is never computed).
     // Keys below shared_len_ come from the prompt's sequence when b shares it.
-    void attend(int64_t l, int64_t b, int64_t h, int64_t n, int64_t pos, float scale, std::vector<float>& S) {
+    void attend(int64_t l, int64_t b, int64_t h, int64_t n, int64_t pos, float scale, Buffer& S) {
         const auto& c = m_.cfg;
         const int64_t C = c.width, D = c.head_dim();
         const float* kc = head_cache(k_cache_, l, b, h);  // (T, D)
@@ -216,22 +242,29 @@ private:
     }
     // One decode position (pos) of sequences [0, G), which share keys [0, P) with the prompt's sequence:
     // scores and values over the shared part as (G, D) x (D, P) products, the rest per sequence.
-    void attend_group(int64_t l, int64_t h, int64_t G, int64_t pos, float scale, std::vector<float>& S) {
+    void attend_group(int64_t l, int64_t h, int64_t G, int64_t pos, float scale, Buffer& S) {
         const auto& c = m_.cfg;
         const int64_t C = c.width, D = c.head_dim();
         const int64_t P = shared_len_, tk = pos + 1;
-        const float* ks = head_cache(k_cache_, l, shared_src_, h);
-        const float* vs = head_cache(v_cache_, l, shared_src_, h);
         const float* Q = &qkv_[size_t(h * D)];  // sequence b's query at row b, stride 3C
         float* O = &att_[size_t(h * D)];        // row b, stride C
         if (S.size() < size_t(G * tk)) S.resize(size_t(G * tk));
-        scores(Q, 3 * C, ks, 0, P, G, D, S.data(), tk);
+#if IGPT_HAVE_PANELS
+        // S[:, 0:P) = Q · K^T, from the prompt's keys in panels: one contiguous stream for the whole group
+        matmul_panels(Q, 3 * C, G, D, shared_panels(l, h, 0), P, nullptr, S.data(), tk, nullptr);
+#else
+        scores(Q, 3 * C, head_cache(k_cache_, l, shared_src_, h), 0, P, G, D, S.data(), tk);
+#endif
         for (int64_t b = 0; b < G; ++b) {
             float* row = S.data() + b * tk;
             scores(Q + b * 3 * C, 3 * C, head_cache(k_cache_, l, b, h), P, tk, 1, D, row, tk);
             softmax_scaled(row, tk, tk, scale);
         }
-        values(S.data(), tk, vs, 0, P, G, D, O, C, false);
+#if IGPT_HAVE_PANELS
+        matmul_panels(S.data(), tk, G, P, shared_panels(l, h, 1), D, nullptr, O, C, nullptr);  // O = S[:, 0:P) · V
+#else
+        values(S.data(), tk, head_cache(v_cache_, l, shared_src_, h), 0, P, G, D, O, C, false);
+#endif
         for (int64_t b = 0; b < G; ++b)
             values(S.data() + b * tk, tk, head_cache(v_cache_, l, b, h), P, tk, 1, D, O + b * C, C, true);
     }
@@ -261,6 +294,30 @@ private:
         if (accumulate) Om.noalias() += Pm * Vm;
         else Om.noalias() = Pm * Vm;
     }
+#if IGPT_HAVE_PANELS
+    // The shared prompt's keys (which 0: K as (P, D), for Q · K^T) and values (which 1: V^T as (D, P), for
+    // S · V) of one (layer, head), in panels. They never change while shared, so they are packed once.
+    size_t shared_slot() const {
+        const int64_t D = m_.cfg.head_dim(), P = shared_len_;
+        return size_t(std::max(panels_size(P, D), panels_size(D, P)));
+    }
+    const float* shared_panels(int64_t l, int64_t h, int which) const {
+        return shared_panels_.data() + size_t((l * m_.cfg.heads + h) * 2 + which) * shared_slot();
+    }
+    void pack_shared_prompt() {
+        const auto& c = m_.cfg;
+        const int64_t D = c.head_dim(), P = shared_len_;
+        const size_t one = shared_slot();
+        shared_panels_.resize(size_t(c.layers * c.heads * 2) * one);
+        pool_.parallel_for(c.layers * c.heads, 1, [&](int64_t j0, int64_t j1, int32_t) {
+            for (int64_t j = j0; j < j1; ++j) {
+                const int64_t l = j / c.heads, h = j % c.heads;
+                pack_panels(head_cache(k_cache_, l, shared_src_, h), P, D, D, 1, &shared_panels_[size_t(j * 2) * one]);
+                pack_panels(head_cache(v_cache_, l, shared_src_, h), D, P, 1, D, &shared_panels_[size_t(j * 2 + 1) * one]);
+            }
+        });
+    }
+#endif
     // Gives every sharing sequence its own copy of the shared prompt (before anything overwrites it).
     void unshare() {
         if (shared_len_ == 0) return;
@@ -273,17 +330,17 @@ private:
                                     size_t(shared_len_) * size_t(c.head_dim()) * 4);
         shared_len_ = 0;
     }
-    static void grow(std::vector<float>& v, int64_t n) {
+    static void grow(Buffer& v, int64_t n) {
         if (v.size() < size_t(n)) v.resize(size_t(n));
     }
     static void add_inplace(float* x, const float* y, int64_t n) {
         for (int64_t i = 0; i < n; ++i) x[i] += y[i];
     }
-    float* layer_cache(std::vector<float>& cache, int64_t l) {
+    float* layer_cache(Buffer& cache, int64_t l) {
         return cache.data() + size_t(l) * size_t(batch_) * size_t(m_.cfg.n_ctx()) * size_t(m_.cfg.width);
     }
     // Sequence b's keys or values for head h of layer l: (T, D), contiguous.
-    float* head_cache(std::vector<float>& cache, int64_t l, int64_t b, int64_t h) {
+    float* head_cache(Buffer& cache, int64_t l, int64_t b, int64_t h) {
         const auto& c = m_.cfg;
         return layer_cache(cache, l) + (b * c.heads + h) * int64_t(c.n_ctx()) * c.head_dim();
     }
@@ -308,12 +365,14 @@ private:
     ThreadPool pool_;
     int32_t batch_ = 0, pooled_batch_ = 0;
     int32_t shared_src_ = 0, shared_count_ = 0, shared_len_ = 0;  // prompt shared by sequences [0, count)
-    std::vector<float> k_cache_, v_cache_;        // (L, batch, heads, T, head_dim)
-    std::vector<float> x_, xn_, qkv_, att_, tmp_, fch_, sel_;
+    Buffer k_cache_, v_cache_;                    // (L, batch, heads, T, head_dim)
+    Buffer shared_panels_;                        // the shared prompt's keys and values in panels
+    Buffer x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)
-    std::vector<uint16_t> half_;                  // f16 weight matrices of an f16 model file (decode)
-    std::vector<size_t> half_at_;
-    std::vector<std::vector<float>> scores_;     // attention scores, one buffer per thread
+    std::unique_ptr<float[]> panels_;             // decode copies of the weight matrices (ops.h panels),
+    std::unique_ptr<uint16_t[]> panels16_;        // in half precision for an f16 model file
+    std::vector<size_t> panel_at_;                // where matrix (layer, which) starts
+    std::vector<Buffer> scores_;                 // attention scores, one buffer per thread
 };
 
 }  // namespace

@@ -175,10 +175,6 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     });
 }
 
-// Half-precision weights for decode are a native (F16C) feature; the browser build streams f32.
-bool have_matmul_f16() { return false; }
-void matmul_nt_f16(const float*, int64_t, int64_t, const uint16_t*, int64_t, const float*, float*, ThreadPool*) {}
-
 // ---- attention and element-wise maths (the CPU backend's Eigen code is scalar under wasm) -----------------
 
 // S[n, tk] (row stride lds) = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk). Single-threaded:

@@ -1,8 +1,10 @@
-// CPU kernels: GEMM through Eigen (native), RMS norm, the quick-GELU activation.
+// CPU kernels: GEMM through Eigen and decode products from panel-packed weights (native), attention
+// products, RMS norm, softmax, the quick-GELU activation.
 #include "ops.h"
 
 #include <cmath>
 
+#include "../half.h"
 #include "thread_pool.h"
 
 #ifndef __EMSCRIPTEN__
@@ -12,90 +14,157 @@
 #include <immintrin.h>
 #endif
 #include <algorithm>
+#include <type_traits>
 
 namespace igpt {
 
 #ifndef __EMSCRIPTEN__
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if IGPT_HAVE_PANELS
 namespace {
-
-inline float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 // Eight weights as floats: f32 loads directly, f16 (the file's half precision) converts with F16C.
 inline __m256 load8(const float* w) { return _mm256_loadu_ps(w); }
 inline __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))); }
-inline float load1(const float* w) { return *w; }
-inline float load1(const uint16_t* w) { return _cvtsh_ss(*w); }
 
-// MB rows of X against 4 rows of W: 4*MB accumulators stay in registers; W streams through once.
-template <int MB, typename WT>
-inline void dot_block(const float* X, int64_t K, const WT* W, float* out /* MB x 4 */) {
-    __m256 acc[MB][4];
-    for (int i = 0; i < MB; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        const __m256 w0 = load8(W + k), w1 = load8(W + K + k);
-        const __m256 w2 = load8(W + 2 * K + k), w3 = load8(W + 3 * K + k);
-        for (int i = 0; i < MB; ++i) {
-            const __m256 x = _mm256_loadu_ps(X + i * K + k);
-            acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
-            acc[i][2] = _mm256_fmadd_ps(x, w2, acc[i][2]);
-            acc[i][3] = _mm256_fmadd_ps(x, w3, acc[i][3]);
+// MR rows of X against NP consecutive panels: MR * NP accumulators of 8 features, each a single FMA chain
+// over k (so an output's summation order is the same whatever M is). Few rows take several panels at once
+// to keep at least four chains in flight. The panels are one contiguous stream; it is prefetched 2 KiB ahead.
+template <int MR, int NP, typename WT>
+inline void panel_tile(const float* X, int64_t ldx, int64_t K, const WT* P, const float* bias, float* Y, int64_t ldy,
+                       int64_t N, int64_t n0) {
+    __m256 c[NP][MR];
+#pragma GCC unroll 8
+    for (int q = 0; q < NP; ++q)
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) c[q][r] = _mm256_setzero_ps();
+    constexpr int64_t kLine = 64 / (8 * sizeof(WT));    // k rows per 64-byte line: 2 (f32) or 4 (f16)
+    constexpr int64_t kAhead = 2048 / (8 * sizeof(WT));  // prefetch distance, in k rows
+    for (int64_t k = 0; k < K; ++k) {
+        if (k % kLine == 0)
+#pragma GCC unroll 8
+            for (int q = 0; q < NP; ++q) _mm_prefetch(reinterpret_cast<const char*>(P + (q * K + k + kAhead) * 8), _MM_HINT_T0);
+        __m256 w[NP];
+#pragma GCC unroll 8
+        for (int q = 0; q < NP; ++q) {
+            w[q] = load8(P + (q * K + k) * 8);
+            __asm__("" : "+x"(w[q]));  // keep it in a register: folded into each FMA it would be loaded MR times
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const __m256 x = _mm256_broadcast_ss(X + r * ldx + k);
+#pragma GCC unroll 8
+            for (int q = 0; q < NP; ++q) c[q][r] = _mm256_fmadd_ps(x, w[q], c[q][r]);
         }
     }
-    for (int i = 0; i < MB; ++i)
-        for (int j = 0; j < 4; ++j) {
-            float t = hsum(acc[i][j]);
-            for (int64_t kk = k; kk < K; ++kk) t += X[i * K + kk] * load1(W + j * K + kk);
-            out[i * 4 + j] = t;
+#pragma GCC unroll 8
+    for (int q = 0; q < NP; ++q) {
+        const int64_t n = n0 + 8 * q, valid = std::min<int64_t>(8, N - n);
+        if (valid <= 0) break;
+        alignas(32) float b[8] = {};
+        if (bias) std::copy(bias + n, bias + n + valid, b);
+        const __m256 bv = _mm256_load_ps(b);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const __m256 y = _mm256_add_ps(c[q][r], bv);
+            if (valid == 8) {
+                _mm256_storeu_ps(Y + r * ldy + n, y);
+            } else {
+                alignas(32) float t[8];
+                _mm256_store_ps(t, y);
+                std::copy(t, t + valid, Y + r * ldy + n);
+            }
         }
+    }
 }
 
-// Y[:, n0:n1] for small M (decode steps): every 4-row panel of W is read from memory once and applied to
-// all M rows of X while it sits in L1; Eigen's GEMM would pack (copy) all of W on every call instead.
+// Panels [p0, p1) for all M rows: blocks of 8 rows (a panel then comes from L1/L2 for the next block).
 template <typename WT>
-void matmul_small_m(const float* X, int64_t M, int64_t K, const WT* W, int64_t N, const float* bias, float* Y,
-                    int64_t n0, int64_t n1) {
-    float out[8];
-    int64_t n = n0;
-    for (; n + 4 <= n1; n += 4) {
-        const WT* w = W + n * K;
-        // Ask for the next panel now, so that its memory latency overlaps this panel's M rows.
-        if (n + 8 <= n1) {
-            const char* next = reinterpret_cast<const char*>(w + 4 * K);
-            for (int64_t b = 0; b < int64_t(4 * K * sizeof(WT)); b += 64) _mm_prefetch(next + b, _MM_HINT_T0);
-        }
-        int64_t m = 0;
-        for (; m + 2 <= M; m += 2) {
-            dot_block<2>(X + m * K, K, w, out);
-            for (int i = 0; i < 2; ++i)
-                for (int j = 0; j < 4; ++j) Y[(m + i) * N + n + j] = out[i * 4 + j] + (bias ? bias[n + j] : 0.0f);
-        }
-        if (m < M) {
-            dot_block<1>(X + m * K, K, w, out);
-            for (int j = 0; j < 4; ++j) Y[m * N + n + j] = out[j] + (bias ? bias[n + j] : 0.0f);
+void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P, int64_t N, const float* bias, float* Y,
+                  int64_t ldy, int64_t p0, int64_t p1) {
+    for (int64_t m = 0; m < M; m += 8) {
+        const float* x = X + m * ldx;
+        float* y = Y + m * ldy;
+        const int64_t rows = std::min<int64_t>(8, M - m);
+        int64_t p = p0;
+        const auto run = [&](auto tile, int64_t np) {
+            for (; p + np <= p1; p += np) tile(x, ldx, K, P + p * K * 8, bias, y, ldy, N, p * 8);
+        };
+        switch (rows) {
+            case 1: run(panel_tile<1, 4, WT>, 4); run(panel_tile<1, 1, WT>, 1); break;
+            case 2: run(panel_tile<2, 2, WT>, 2); run(panel_tile<2, 1, WT>, 1); break;
+            case 3: run(panel_tile<3, 2, WT>, 2); run(panel_tile<3, 1, WT>, 1); break;
+            case 4: run(panel_tile<4, 1, WT>, 1); break;
+            case 5: run(panel_tile<5, 1, WT>, 1); break;
+            case 6: run(panel_tile<6, 1, WT>, 1); break;
+            case 7: run(panel_tile<7, 1, WT>, 1); break;
+            default: run(panel_tile<8, 1, WT>, 1); break;
         }
     }
-    for (; n < n1; ++n)
-        for (int64_t m = 0; m < M; ++m) {
-            float t = bias ? bias[n] : 0.0f;
-            for (int64_t k = 0; k < K; ++k) t += X[m * K + k] * load1(W + n * K + k);
-            Y[m * N + n] = t;
-        }
+}
+
+template <typename WT>
+void matmul_panels_t(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P, int64_t N, const float* bias,
+                     float* Y, int64_t ldy, ThreadPool* pool) {
+    const int64_t np = (N + 7) / 8;
+    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
+        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, 0, np);
+        return;
+    }
+    pool->parallel_for(np, 4, [&](int64_t p0, int64_t p1, int32_t) {
+        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1);
+    });
+}
+
+template <typename WT, typename Cvt>
+void pack_panels_t(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, WT* P, Cvt cvt) {
+    for (int64_t p = 0; p < (N + 7) / 8; ++p) {
+        int64_t k = 0;
+        if (std::is_same<WT, float>::value && k_stride == 1 && p * 8 + 8 <= N)
+            for (; k + 8 <= K; k += 8) {  // an 8 x 8 block of W transposed in registers (a weight's pack)
+                const float* w = W + p * 8 * n_stride + k;
+                __m256 r[8], t[8];
+                for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(w + j * n_stride);
+                for (int j = 0; j < 8; j += 2) {
+                    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+                    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+                }
+                for (int j = 0; j < 8; j += 4) {
+                    r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+                    r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+                    r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+                    r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+                }
+                float* out = reinterpret_cast<float*>(P) + (p * K + k) * 8;
+                for (int j = 0; j < 4; ++j) {
+                    _mm256_storeu_ps(out + 8 * j, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+                    _mm256_storeu_ps(out + 8 * (j + 4), _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+                }
+            }
+        for (; k < K; ++k)
+            for (int64_t j = 0; j < 8; ++j) {
+                const int64_t n = p * 8 + j;
+                P[(p * K + k) * 8 + j] = cvt(n < N ? W[n * n_stride + k * k_stride] : 0.0f);
+            }
+    }
 }
 
 }  // namespace
-constexpr int64_t kSmallM = 16;  // up to this many rows the streaming kernel beats Eigen's packed GEMM
-#else
-constexpr int64_t kSmallM = 0;
+
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, float* P) {
+    pack_panels_t(W, N, K, n_stride, k_stride, P, [](float v) { return v; });
+}
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, uint16_t* P) {
+    pack_panels_t(W, N, K, n_stride, k_stride, P, [](float v) { return float_to_half(v); });
+}
+void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
+                   float* Y, int64_t ldy, ThreadPool* pool) {
+    matmul_panels_t(X, ldx, M, K, P, N, bias, Y, ldy, pool);
+}
+void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const uint16_t* P, int64_t N, const float* bias,
+                   float* Y, int64_t ldy, ThreadPool* pool) {
+    matmul_panels_t(X, ldx, M, K, P, N, bias, Y, ldy, pool);
+}
 #endif
 
 namespace {
@@ -118,12 +187,6 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using Stride = Eigen::OuterStride<>;
     auto run = [&](int64_t n0, int64_t n1, int32_t) {
-#if defined(__AVX2__) && defined(__FMA__)
-        if (M <= kSmallM) {
-            matmul_small_m(X, M, K, W, N, bias, Y, n0, n1);
-            return;
-        }
-#endif
         const int64_t nn = n1 - n0;
         Eigen::Map<const RowMat> x(X, M, K);
         Eigen::Map<const RowMat> w(W + n0 * K, nn, K);
@@ -142,23 +205,6 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     split_columns(M * N * K, N, pool, run);
 }
 
-bool have_matmul_f16() {
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    return true;
-#else
-    return false;
-#endif
-}
-
-void matmul_nt_f16(const float* X, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias, float* Y,
-                   ThreadPool* pool) {
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-    split_columns(M * N * K, N, pool,
-                  [&](int64_t n0, int64_t n1, int32_t) { matmul_small_m(X, M, K, W, N, bias, Y, n0, n1); });
-#else
-    (void)X, (void)M, (void)K, (void)W, (void)N, (void)bias, (void)Y, (void)pool;
-#endif
-}
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -171,6 +217,9 @@ void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64
         int64_t t = 0;
         for (; t + 4 <= tk; t += 4) {  // four keys at once, reduced together with horizontal adds
             const float* k0 = K + t * ldk;
+            // The keys stream from memory (a decode step reads each sequence's cache once): ask 8 keys ahead.
+            for (int64_t j = 8; j < 12; ++j)
+                for (int64_t d = 0; d < D; d += 16) _mm_prefetch(reinterpret_cast<const char*>(k0 + j * ldk + d), _MM_HINT_T0);
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t d = 0; d < D8; d += 8) {
                 const __m256 qv = _mm256_loadu_ps(q + d);
@@ -196,38 +245,36 @@ void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64
     }
 }
 
+namespace {
+// o[0, 8 NV) (+)= sum_t p[t] V[t, 0:8 NV): NV accumulators, one FMA each per key; the rows of V stream from
+// memory, prefetched 8 keys ahead.
+template <int NV>
+inline void values_block(const float* p, int64_t tk, const float* V, int64_t ldv, float* o, bool accumulate) {
+    __m256 a[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) a[v] = accumulate ? _mm256_loadu_ps(o + 8 * v) : _mm256_setzero_ps();
+    for (int64_t t = 0; t < tk; ++t) {
+        const float* row = V + t * ldv;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v += 2) _mm_prefetch(reinterpret_cast<const char*>(row + 8 * ldv + 8 * v), _MM_HINT_T0);
+        const __m256 w = _mm256_broadcast_ss(p + t);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) a[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * v), a[v]);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(o + 8 * v, a[v]);
+}
+}  // namespace
+
 void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float* V, int64_t ldv, int64_t D, float* O,
                  int64_t ldo, bool accumulate) {
     for (int64_t i = 0; i < n; ++i) {
         const float* p = P + i * ldp;
         float* o = O + i * ldo;
         int64_t d = 0;
-        for (; d + 32 <= D; d += 32) {  // 32 output features in four registers, one FMA each per key
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            if (accumulate) {
-                a0 = _mm256_loadu_ps(o + d);
-                a1 = _mm256_loadu_ps(o + d + 8);
-                a2 = _mm256_loadu_ps(o + d + 16);
-                a3 = _mm256_loadu_ps(o + d + 24);
-            }
-            for (int64_t t = 0; t < tk; ++t) {
-                const __m256 w = _mm256_broadcast_ss(p + t);
-                const float* v = V + t * ldv + d;
-                a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), a0);
-                a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), a1);
-                a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), a2);
-                a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), a3);
-            }
-            _mm256_storeu_ps(o + d, a0);
-            _mm256_storeu_ps(o + d + 8, a1);
-            _mm256_storeu_ps(o + d + 16, a2);
-            _mm256_storeu_ps(o + d + 24, a3);
-        }
-        for (; d + 8 <= D; d += 8) {
-            __m256 a = accumulate ? _mm256_loadu_ps(o + d) : _mm256_setzero_ps();
-            for (int64_t t = 0; t < tk; ++t) a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + t), _mm256_loadu_ps(V + t * ldv + d), a);
-            _mm256_storeu_ps(o + d, a);
-        }
+        for (; d + 64 <= D; d += 64) values_block<8>(p, tk, V + d, ldv, o + d, accumulate);  // one pass over V
+        for (; d + 32 <= D; d += 32) values_block<4>(p, tk, V + d, ldv, o + d, accumulate);
+        for (; d + 8 <= D; d += 8) values_block<1>(p, tk, V + d, ldv, o + d, accumulate);
         for (; d < D; ++d) {
             float acc = accumulate ? o[d] : 0.0f;
             for (int64_t t = 0; t < tk; ++t) acc += p[t] * V[t * ldv + d];

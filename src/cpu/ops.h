@@ -11,12 +11,32 @@ class ThreadPool;
 void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, const float* bias, float* Y,
                ThreadPool* pool);
 
-// The same for few rows of X (decode steps) with W in IEEE half precision (a model file stored as f16
-// keeps its weights that way in memory: half the bytes to stream per token, and exactly the file's values).
-// Native AVX2 + F16C only: have_matmul_f16() says whether this build has it.
-bool have_matmul_f16();
-void matmul_nt_f16(const float* X, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias, float* Y,
-                   ThreadPool* pool);
+// Decode steps multiply a few rows of X (one per sequence) by every weight matrix, so they stream the
+// weights from memory once per token. For them the CPU backend keeps each matrix in "panels": panel p holds
+// output features [8p, 8p + 8) as K rows of 8 values (W[8p + j][k] at P[(p * K + k) * 8 + j]), the last
+// panel zero-padded. A panel is one contiguous stream, read once per step and applied to all rows of X
+// from registers (8 rows x 8 features per FMA chain), with prefetch ahead of the stream. f16 panels hold a
+// half-precision model file's values exactly (half the bytes to stream) and widen with F16C. The decode
+// steps of samples that share a prompt use the same kernel for its attention: the prompt's keys and values,
+// fixed from then on, are packed once, and each step streams them once for all samples.
+// Native AVX2 + FMA + F16C builds only (IGPT_HAVE_PANELS); elsewhere the backend uses matmul_nt.
+#if !defined(__EMSCRIPTEN__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define IGPT_HAVE_PANELS 1
+inline int64_t panels_size(int64_t N, int64_t K) { return (N + 7) / 8 * 8 * K; }
+// Packs the (N, K) matrix whose element (n, k) is W[n * n_stride + k * k_stride]: a weight in [out, in]
+// layout is (K, 1); the cached values V (T, D) seen as V^T, for O = P · V, are (1, D).
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, float* P);
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, uint16_t* P);  // to f16
+// Y[M, N] (row stride ldy) = X[M, K] (row stride ldx) · W^T (+ bias) from W's panels; parallel over panels
+// on `pool` (may be null). Each output is one FMA chain over k on one thread, so the result is the same to
+// the bit whatever the thread count and whatever M is.
+void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
+                   float* Y, int64_t ldy, ThreadPool* pool);
+void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const uint16_t* P, int64_t N, const float* bias,
+                   float* Y, int64_t ldy, ThreadPool* pool);
+#else
+#define IGPT_HAVE_PANELS 0
+#endif
 
 // Attention products for one (sequence, head), single-threaded (the backend runs one per thread): AVX2
 // natively (ops.cpp), wasm SIMD in matmul_wasm.cpp (where Eigen is scalar code).

@@ -197,7 +197,7 @@ void register_bench(CLI::App& app) {
         if (steps > 0 && !gpu) {
             // Weights read once per step (f16 model files decode from half-precision weights), and the mean
             // KV cache read per step, compared with a parallel read of a large buffer on the same threads.
-            const double wb = model->file_dtype == igpt::DType::F16 && igpt::have_matmul_f16() ? 2.0 : 4.0;
+            const double wb = model->file_dtype == igpt::DType::F16 && IGPT_HAVE_PANELS ? 2.0 : 4.0;
             const double wbytes = wb * (L * (4 * C * C + 2 * C * Hd) + V * C);
             const double kv_bytes = 4.0 * L * B * 2 * C * (double(np) + T) / 2;
             const double per = t_dec / steps;
