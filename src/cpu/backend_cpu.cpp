@@ -3,7 +3,9 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "backend.h"
 #include "error.h"
@@ -20,6 +22,21 @@ using Stride = Eigen::OuterStride<>;
 // peel unaligned leading elements into a scalar loop without FMA, so with malloc's alignment a result could
 // differ in the last bit from one run (or thread) to the next.
 using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
+// 64-byte aligned floats left uninitialised (the KV cache: hundreds of MB that need no zero-fill).
+class RawBuffer {
+public:
+    void allocate(size_t n) {
+        p_.reset(static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64)));
+        if (!p_ && n > 0) throw std::bad_alloc();
+    }
+    float* data() { return p_.get(); }
+
+private:
+    struct Free {
+        void operator()(float* p) const { std::free(p); }
+    };
+    std::unique_ptr<float, Free> p_;
+};
 #ifdef __EMSCRIPTEN__
 constexpr bool kAlwaysAttnKernels = true;   // Eigen is not vectorised under wasm
 #else
@@ -47,8 +64,10 @@ public:
         const auto& c = m_.cfg;
         const size_t n = size_t(c.layers) * size_t(batch) * size_t(c.n_ctx()) * size_t(c.width);
         if (batch != batch_) {
-            k_cache_.assign(n, 0.0f);
-            v_cache_.assign(n, 0.0f);
+            // Uninitialised: a position is written before any step reads it, and sequences that share a
+            // prompt never touch their own copy of it, so most pages of a large batch are never faulted in.
+            k_cache_.allocate(n);
+            v_cache_.allocate(n);
             batch_ = batch;
         }
         pooled_.assign(size_t(c.layers + 1) * size_t(batch) * size_t(c.width), 0.0f);
@@ -104,16 +123,23 @@ public:
             // prompt's keys and values are read once per step (GEMMs over the group) instead of once each.
             const int64_t group = n == 1 && shared_len_ > 0 ? std::min<int64_t>(batch, shared_count_) : 0;
             if (group > 1) {
-                pool_.parallel_for(NH, 1, [&](int64_t h0, int64_t h1, int32_t t) {
-                    for (int64_t h = h0; h < h1; ++h) {
-                        attend_group(l, h, group, pos, scale, scores_[size_t(t)]);
-                        for (int64_t b = group; b < batch; ++b) attend(l, b, h, n, pos, scale, scores_[size_t(t)]);
-                    }
-                });
+                pool_.parallel_for(
+                    NH, 1,
+                    [&](int64_t h0, int64_t h1, int32_t t) {
+                        for (int64_t h = h0; h < h1; ++h) {
+                            attend_group(l, h, group, pos, scale, scores_[size_t(t)]);
+                            for (int64_t b = group; b < batch; ++b) attend(l, b, h, n, pos, scale, scores_[size_t(t)]);
+                        }
+                    },
+                    kAttendChunks);
             } else {
-                pool_.parallel_for(int64_t(batch) * NH, 1, [&](int64_t j0, int64_t j1, int32_t t) {
-                    for (int64_t j = j0; j < j1; ++j) attend(l, j % batch, j / batch, n, pos, scale, scores_[size_t(t)]);
-                });
+                pool_.parallel_for(
+                    int64_t(batch) * NH, 1,
+                    [&](int64_t j0, int64_t j1, int32_t t) {
+                        for (int64_t j = j0; j < j1; ++j)
+                            attend(l, j % batch, j / batch, n, pos, scale, scores_[size_t(t)]);
+                    },
+                    kAttendChunks);
             }
             mm(att_.data(), M, C, lw.proj_w, l, 1, C, lw.proj_b, tmp_.data());  // attn_out (M, C)
             add_inplace(x_.data(), tmp_.data(), M * C);                                 // x += attn_out
@@ -212,6 +238,9 @@ private:
     }
 #endif
     static constexpr int64_t kPanelRows = 16;
+    // Attention jobs (a head, or a sequence's head) in up to 8 chunks a thread: they stream the KV cache,
+    // and an uneven last chunk would leave a thread waiting.
+    static constexpr int32_t kAttendChunks = 8;
 
     // One (sequence b, head h) of layer l: queries [pos, pos+n) against keys [0, pos+n), in blocks of query
     // rows that each see only the keys up to their last row (causal: the masked half is never computed).
@@ -336,11 +365,11 @@ private:
     static void add_inplace(float* x, const float* y, int64_t n) {
         for (int64_t i = 0; i < n; ++i) x[i] += y[i];
     }
-    float* layer_cache(Buffer& cache, int64_t l) {
+    float* layer_cache(RawBuffer& cache, int64_t l) {
         return cache.data() + size_t(l) * size_t(batch_) * size_t(m_.cfg.n_ctx()) * size_t(m_.cfg.width);
     }
     // Sequence b's keys or values for head h of layer l: (T, D), contiguous.
-    float* head_cache(Buffer& cache, int64_t l, int64_t b, int64_t h) {
+    float* head_cache(RawBuffer& cache, int64_t l, int64_t b, int64_t h) {
         const auto& c = m_.cfg;
         return layer_cache(cache, l) + (b * c.heads + h) * int64_t(c.n_ctx()) * c.head_dim();
     }
@@ -365,7 +394,7 @@ private:
     ThreadPool pool_;
     int32_t batch_ = 0, pooled_batch_ = 0;
     int32_t shared_src_ = 0, shared_count_ = 0, shared_len_ = 0;  // prompt shared by sequences [0, count)
-    Buffer k_cache_, v_cache_;                    // (L, batch, heads, T, head_dim)
+    RawBuffer k_cache_, v_cache_;                 // (L, batch, heads, T, head_dim)
     Buffer shared_panels_;                        // the shared prompt's keys and values in panels
     Buffer x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)

@@ -111,9 +111,9 @@ void matmul_panels_t(const float* X, int64_t ldx, int64_t M, int64_t K, const WT
         panels_range(X, ldx, M, K, P, N, bias, Y, ldy, 0, np);
         return;
     }
-    pool->parallel_for(np, 4, [&](int64_t p0, int64_t p1, int32_t) {
-        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1);
-    });
+    // Memory-bound: eight chunks a thread, so that the threads finish together (two left one waiting ~4%).
+    pool->parallel_for(
+        np, 4, [&](int64_t p0, int64_t p1, int32_t) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); }, 8);
 }
 
 template <typename WT, typename Cvt>

@@ -80,7 +80,8 @@ void ThreadPool::worker(int32_t idx) {
     }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int32_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int32_t)>& fn,
+                              int32_t chunks_per_thread) {
     if (n <= 0) return;
     grain = std::max<int64_t>(1, grain);
     const int64_t max_chunks = (n + grain - 1) / grain;
@@ -88,8 +89,9 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
         fn(0, n, 0);
         return;
     }
-    // Two chunks per thread: balances a thread that starts late without many tiny calls.
-    const int32_t chunks = int32_t(std::min<int64_t>(max_chunks, 2 * int64_t(n_)));
+    // A few chunks per thread: balances a thread that starts late (or streams memory more slowly) without
+    // many tiny calls.
+    const int32_t chunks = int32_t(std::min<int64_t>(max_chunks, std::max(1, chunks_per_thread) * int64_t(n_)));
     // Three steps, so that a worker still inside run_chunks() of the previous job can never claim a chunk
     // against this job's fields: (1) close the old generation with a new one whose chunks are all taken,
     // (2) write the job, (3) open it at chunk 0. A stale claim's compare-exchange then fails.

@@ -22,9 +22,12 @@ public:
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
     int32_t size() const { return n_; }
-    // fn(begin, end, thread_index) over a partition of [0, n); `grain` = smallest chunk worth a thread.
-    // thread_index < size() identifies the executing thread (for per-thread scratch buffers).
-    void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int32_t)>& fn);
+    // fn(begin, end, thread_index) over a partition of [0, n) into at most chunks_per_thread * size() chunks;
+    // `grain` = smallest chunk worth a thread. thread_index < size() identifies the executing thread (for
+    // per-thread scratch buffers). Memory-bound work that splits evenly (the decode GEMVs) balances better
+    // with more, smaller chunks; work with a fixed cost per call (Eigen packs its operands) with fewer.
+    void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int32_t)>& fn,
+                      int32_t chunks_per_thread = 2);
 
 private:
     void worker(int32_t idx);
