@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#if defined(__linux__) && !defined(__EMSCRIPTEN__)
+#include <sys/mman.h>
+#define IGPT_MADVISE_HUGEPAGE 1
+#endif
 
 #include "backend.h"
 #include "error.h"
@@ -22,30 +26,37 @@ using Stride = Eigen::OuterStride<>;
 // peel unaligned leading elements into a scalar loop without FMA, so with malloc's alignment a result could
 // differ in the last bit from one run (or thread) to the next.
 using Buffer = std::vector<float, Eigen::aligned_allocator<float>>;
-// 64-byte aligned floats left uninitialised (the KV cache: hundreds of MB that need no zero-fill).
+// Large arrays left uninitialised (every element is written before it is read; the KV cache and the weight
+// panels are hundreds of MB that need no zero-fill). On Linux they sit on 2 MB pages where the kernel has
+// them (transparent huge pages on request): a decode step streams them once, and on 4 KB pages that is a
+// TLB miss, and a restart of the hardware prefetcher, every 4 KB.
+template <typename T>
 class RawBuffer {
 public:
     void allocate(size_t n) {
-        p_.reset(static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64)));
-        if (!p_ && n > 0) throw std::bad_alloc();
+        const size_t bytes = n * sizeof(T);
+        const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
+        const size_t size = (bytes + align - 1) / align * align;
+        p_.reset(static_cast<T*>(std::aligned_alloc(align, std::max(size, align))));
+        if (!p_) throw std::bad_alloc();
+#ifdef IGPT_MADVISE_HUGEPAGE
+        if (align > 64) madvise(p_.get(), size, MADV_HUGEPAGE);  // advice only: 4 KB pages if refused
+#endif
     }
-    float* data() { return p_.get(); }
+    T* data() { return p_.get(); }
+    const T* data() const { return p_.get(); }
+    explicit operator bool() const { return bool(p_); }
 
 private:
     struct Free {
-        void operator()(float* p) const { std::free(p); }
+        void operator()(T* p) const { std::free(p); }
     };
-    std::unique_ptr<float, Free> p_;
+    std::unique_ptr<T, Free> p_;
 };
 #ifdef __EMSCRIPTEN__
 constexpr bool kAlwaysAttnKernels = true;   // Eigen is not vectorised under wasm
 #else
 constexpr bool kAlwaysAttnKernels = false;
-#endif
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__EMSCRIPTEN__)
-constexpr bool kTiledGemm = true;  // gemm_strided is the register-tiled AVX2 kernel (elsewhere a plain loop)
-#else
-constexpr bool kTiledGemm = true;
 #endif
 
 class CpuBackend final : public Backend {
@@ -64,8 +75,8 @@ public:
         const auto& c = m_.cfg;
         const size_t n = size_t(c.layers) * size_t(batch) * size_t(c.n_ctx()) * size_t(c.width);
         if (batch != batch_) {
-            // Uninitialised: a position is written before any step reads it, and sequences that share a
-            // prompt never touch their own copy of it, so most pages of a large batch are never faulted in.
+            // Uninitialised: a position is written before any step reads it (sequences that share a prompt
+            // never read their own copy of it).
             k_cache_.allocate(n);
             v_cache_.allocate(n);
             batch_ = batch;
@@ -196,8 +207,8 @@ private:
 #if IGPT_HAVE_PANELS
         if (M <= kPanelRows) {
             const size_t at = panel_at_[size_t(l * 4 + which)];
-            if (panels16_) matmul_panels(X, K, M, K, panels16_.get() + at, N, bias, Y, N, &pool_);
-            else matmul_panels(X, K, M, K, panels_.get() + at, N, bias, Y, N, &pool_);
+            if (panels16_) matmul_panels(X, K, M, K, panels16_.data() + at, N, bias, Y, N, &pool_);
+            else matmul_panels(X, K, M, K, panels_.data() + at, N, bias, Y, N, &pool_);
             return;
         }
 #else
@@ -225,14 +236,13 @@ private:
             panel_at_.push_back(total);
             total += size_t(panels_size(m.n, m.k));
         }
-        // Left uninitialised (every element is written below): zero-filling 300 MB first took as long again.
-        if (half) panels16_.reset(new uint16_t[total]);
-        else panels_.reset(new float[total]);
+        if (half) panels16_.allocate(total);
+        else panels_.allocate(total);
         pool_.parallel_for(int64_t(mats.size()), 1, [&](int64_t i0, int64_t i1, int32_t) {
             for (int64_t i = i0; i < i1; ++i) {
                 const Mat& m = mats[size_t(i)];
-                if (half) pack_panels(m.w, m.n, m.k, m.k, 1, panels16_.get() + panel_at_[size_t(i)]);
-                else pack_panels(m.w, m.n, m.k, m.k, 1, panels_.get() + panel_at_[size_t(i)]);
+                if (half) pack_panels(m.w, m.n, m.k, m.k, 1, panels16_.data() + panel_at_[size_t(i)]);
+                else pack_panels(m.w, m.n, m.k, m.k, 1, panels_.data() + panel_at_[size_t(i)]);
             }
         });
     }
@@ -337,12 +347,12 @@ private:
         const auto& c = m_.cfg;
         const int64_t D = c.head_dim(), P = shared_len_;
         const size_t one = shared_slot();
-        shared_panels_.resize(size_t(c.layers * c.heads * 2) * one);
+        shared_panels_.allocate(size_t(c.layers * c.heads * 2) * one);
         pool_.parallel_for(c.layers * c.heads, 1, [&](int64_t j0, int64_t j1, int32_t) {
             for (int64_t j = j0; j < j1; ++j) {
                 const int64_t l = j / c.heads, h = j % c.heads;
-                pack_panels(head_cache(k_cache_, l, shared_src_, h), P, D, D, 1, &shared_panels_[size_t(j * 2) * one]);
-                pack_panels(head_cache(v_cache_, l, shared_src_, h), D, P, 1, D, &shared_panels_[size_t(j * 2 + 1) * one]);
+                pack_panels(head_cache(k_cache_, l, shared_src_, h), P, D, D, 1, shared_panels_.data() + size_t(j * 2) * one);
+                pack_panels(head_cache(v_cache_, l, shared_src_, h), D, P, 1, D, shared_panels_.data() + size_t(j * 2 + 1) * one);
             }
         });
     }
@@ -365,11 +375,11 @@ private:
     static void add_inplace(float* x, const float* y, int64_t n) {
         for (int64_t i = 0; i < n; ++i) x[i] += y[i];
     }
-    float* layer_cache(RawBuffer& cache, int64_t l) {
+    float* layer_cache(RawBuffer<float>& cache, int64_t l) {
         return cache.data() + size_t(l) * size_t(batch_) * size_t(m_.cfg.n_ctx()) * size_t(m_.cfg.width);
     }
     // Sequence b's keys or values for head h of layer l: (T, D), contiguous.
-    float* head_cache(RawBuffer& cache, int64_t l, int64_t b, int64_t h) {
+    float* head_cache(RawBuffer<float>& cache, int64_t l, int64_t b, int64_t h) {
         const auto& c = m_.cfg;
         return layer_cache(cache, l) + (b * c.heads + h) * int64_t(c.n_ctx()) * c.head_dim();
     }
@@ -394,12 +404,12 @@ private:
     ThreadPool pool_;
     int32_t batch_ = 0, pooled_batch_ = 0;
     int32_t shared_src_ = 0, shared_count_ = 0, shared_len_ = 0;  // prompt shared by sequences [0, count)
-    RawBuffer k_cache_, v_cache_;                 // (L, batch, heads, T, head_dim)
-    Buffer shared_panels_;                        // the shared prompt's keys and values in panels
+    RawBuffer<float> k_cache_, v_cache_;          // (L, batch, heads, T, head_dim)
+    RawBuffer<float> shared_panels_;              // the shared prompt's keys and values in panels
     Buffer x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)
-    std::unique_ptr<float[]> panels_;             // decode copies of the weight matrices (ops.h panels),
-    std::unique_ptr<uint16_t[]> panels16_;        // in half precision for an f16 model file
+    RawBuffer<float> panels_;                     // decode copies of the weight matrices (ops.h panels),
+    RawBuffer<uint16_t> panels16_;                // in half precision for an f16 model file
     std::vector<size_t> panel_at_;                // where matrix (layer, which) starts
     std::vector<Buffer> scores_;                 // attention scores, one buffer per thread
 };
