@@ -1,4 +1,5 @@
-// CPU inference backend: Eigen GEMMs split across a persistent thread pool, KV cache per sequence.
+// CPU inference backend: prefill through Eigen's GEMM, decode steps through the panel kernels (ops.h) on a
+// copy of the weights packed for streaming, split across a persistent thread pool; KV cache per sequence.
 // Every intermediate activation has a name matching the reference (tests/ref/igpt_ref.py).
 #include <Eigen/Core>
 #include <algorithm>
