@@ -116,32 +116,35 @@ void matmul_panels_t(const float* X, int64_t ldx, int64_t M, int64_t K, const WT
         np, 4, [&](int64_t p0, int64_t p1, int32_t) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); }, 8);
 }
 
+// out[8 k + j] = w[j * stride + k] for j, k < 8: an 8 x 8 block transposed in registers.
+inline void transpose8x8(const float* w, int64_t stride, float* out) {
+    __m256 r[8], t[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(w + j * stride);
+    for (int j = 0; j < 8; j += 2) {
+        t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+        t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+    }
+    for (int j = 0; j < 8; j += 4) {
+        r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+        r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+        r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+        r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; ++j) {
+        _mm256_storeu_ps(out + 8 * j, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+        _mm256_storeu_ps(out + 8 * (j + 4), _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+    }
+}
+
 template <typename WT, typename Cvt>
 void pack_panels_t(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, WT* P, Cvt cvt) {
     for (int64_t p = 0; p < (N + 7) / 8; ++p) {
         int64_t k = 0;
-        if (std::is_same<WT, float>::value && k_stride == 1 && p * 8 + 8 <= N)
-            for (; k + 8 <= K; k += 8) {  // an 8 x 8 block of W transposed in registers (a weight's pack)
-                const float* w = W + p * 8 * n_stride + k;
-                __m256 r[8], t[8];
-                for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(w + j * n_stride);
-                for (int j = 0; j < 8; j += 2) {
-                    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
-                    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
-                }
-                for (int j = 0; j < 8; j += 4) {
-                    r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-                    r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-                    r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-                    r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-                }
-                float* out = reinterpret_cast<float*>(P) + (p * K + k) * 8;
-                for (int j = 0; j < 4; ++j) {
-                    _mm256_storeu_ps(out + 8 * j, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
-                    _mm256_storeu_ps(out + 8 * (j + 4), _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
-                }
-            }
-        for (; k < K; ++k)
+        if constexpr (std::is_same_v<WT, float>) {
+            if (k_stride == 1 && p * 8 + 8 <= N)  // a weight's full panel: 8 x 8 blocks in registers
+                for (; k + 8 <= K; k += 8) transpose8x8(W + p * 8 * n_stride + k, n_stride, P + (p * K + k) * 8);
+        }
+        for (; k < K; ++k)  // the rest (and f16, and strided sources) element by element
             for (int64_t j = 0; j < 8; ++j) {
                 const int64_t n = p * 8 + j;
                 P[(p * K + k) * 8 + j] = cvt(n < N ? W[n * n_stride + k * k_stride] : 0.0f);
