@@ -2,6 +2,8 @@
 # Browser benchmark next to the native one, in one run: completes the bottom half of a 32x32 image with the
 # tiny model at batch 1 and 8 in headless chromium (threaded build on 2 threads, and the single-threaded
 # build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table with the ratio wasm/native.
+# Then the same wasm completion under node, without a page (igpt_bench_session): the engine alone, where
+# headless chromium's software WebGL takes no CPU from it.
 #   scripts/bench_web.sh [threads=2]
 # Builds what is missing: the web app (scripts/build_web.sh) and the native CLI (build/).
 # Environment: IGPT_WEB_BUILD (default build-web), IGPT_NATIVE_BUILD (default build).
@@ -21,3 +23,7 @@ if [ ! -d "$ROOT/tests/web/node_modules/playwright-core" ]; then
     (cd "$ROOT/tests/web" && npm ci --no-audit --no-fund >/dev/null 2>&1 || npm install --no-audit --no-fund >/dev/null)
 fi
 node "$ROOT/tests/web/bench.js" "$WEB/www" tiny "$THREADS" "$NATIVE/tools/igpt/igpt"
+export NODE_PATH=/usr/share/nodejs
+cmake --build "$WEB" -j 2 --target igpt_bench_session >/dev/null
+echo "wasm under node, no page (two runs each):"
+node --no-experimental-fetch "$WEB/web/igpt_bench_session.js" "$ROOT/assets/models/tiny.safetensors" "$THREADS" 1 1 8 8

@@ -556,6 +556,8 @@ std::string App::state_json() const {
     j["image_w"] = image_w();
     j["threaded"] = igpt::kHaveThreads;
     j["mode_note"] = mode_note;
+    j["software_webgl"] = software_webgl;
+    j["frames_drawn"] = frames_drawn;
     j["stats"] = {{"seconds", last_seconds}, {"prefill_seconds", last_prefill_seconds},
                   {"decode_tokens_per_second", last_decode_tps}, {"samples", last_samples}};
     return j.dump();

@@ -98,6 +98,9 @@ struct App {
     int32_t last_samples = 0;
     // Single-threaded build (no WebAssembly threads): why, as the page explains it; shown above the panels.
     std::string mode_note;
+    // The browser renders WebGL on the CPU: progress is drawn 8 times a second, not at display rate.
+    bool software_webgl = false;
+    uint64_t frames_drawn = 0;  // frames actually drawn (nothing changed: nothing drawn)
     std::vector<Snapshot> undo;
 
     // messages: one line, shown in the status bar

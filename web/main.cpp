@@ -3,6 +3,10 @@
 // runs in the frame: the frame only copies finished tokens out of the session (App::poll) and draws them --
 // except in the single-threaded build (no WebAssembly threads), where App::poll advances the completion by
 // a fixed budget of milliseconds per frame first.
+// A frame is drawn only when something on screen changed (the Dear ImGui draw lists or a texture), so an
+// idle page costs almost nothing. Where WebGL is rendered in software (no GPU: SwiftShader, llvmpipe),
+// changes that no input caused -- a completion's progress, a download's -- are drawn at most 8 times a
+// second: each frame there costs the CPU the model needs. Input is always answered at display rate.
 #include <GLES3/gl3.h>
 #include <SDL.h>
 #include <emscripten.h>
@@ -29,7 +33,46 @@ struct Frame {
     App app;
     std::string saved_settings;  // last JSON handed to the page (URL + localStorage)
     double saved_at = 0;
+    // Drawing on demand: what the last drawn frame showed, and when.
+    uint64_t drawn_lists = 0, drawn_textures = ~uint64_t(0);
+    double drawn_at = -1e9;
+    int32_t input_frames = 0;     // frames still drawn at display rate after the last input event
+    double paced_ms = 0;          // least time between two frames that no input caused (0: display rate)
 };
+
+// A 64-bit FNV-1a over what ImGui will draw: vertices, indices, and every command's texture and clip.
+uint64_t draw_signature(const ImDrawData* d) {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](const void* p, size_t n) {
+        const auto* b = static_cast<const unsigned char*>(p);
+        for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    };
+    mix(&d->DisplaySize, sizeof(d->DisplaySize));
+    for (int i = 0; i < d->CmdListsCount; ++i) {
+        const ImDrawList* l = d->CmdLists[i];
+        mix(l->VtxBuffer.Data, size_t(l->VtxBuffer.Size) * sizeof(ImDrawVert));
+        mix(l->IdxBuffer.Data, size_t(l->IdxBuffer.Size) * sizeof(ImDrawIdx));
+        for (const ImDrawCmd& c : l->CmdBuffer) {
+            mix(&c.ClipRect, sizeof(c.ClipRect));
+            mix(&c.TextureId, sizeof(c.TextureId));
+            mix(&c.ElemCount, sizeof(c.ElemCount));
+        }
+    }
+    return h;
+}
+
+// Whether the browser renders WebGL on the CPU (its unmasked renderer string names a software rasteriser).
+bool software_webgl() {
+    return EM_ASM_INT({
+        try {
+            const ext = GLctx.getExtension('WEBGL_debug_renderer_info');
+            const r = String(GLctx.getParameter(ext ? ext.UNMASKED_RENDERER_WEBGL : GLctx.RENDERER));
+            return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(r) ? 1 : 0;
+        } catch (e) {
+            return 0;
+        }
+    }) != 0;
+}
 
 const ImU32 kLineColor = IM_COL32(255, 210, 60, 255);
 const ImU32 kGreyOut = IM_COL32(10, 10, 14, 170);
@@ -317,6 +360,10 @@ void status_bar(const App& a) {
     ImGui::PushStyleColor(ImGuiCol_Text, a.message_is_error ? ImVec4(1.0f, 0.45f, 0.4f, 1) : ImVec4(0.7f, 0.85f, 1, 1));
     ImGui::TextUnformatted(a.message.c_str());
     ImGui::PopStyleColor();
+    if (a.software_webgl && a.running()) {
+        ImGui::SameLine();
+        ImGui::TextDisabled("(no GPU: WebGL runs on the CPU, so progress is drawn 8 times a second)");
+    }
 }
 
 // ---- the frame --------------------------------------------------------------------------------------------
@@ -333,14 +380,19 @@ void frame(void* arg) {
     if (cw > 0 && ch > 0 && (int(cw) != ww || int(ch) != wh)) SDL_SetWindowSize(f.window, int(cw), int(ch));
 
     SDL_Event e;
-    while (SDL_PollEvent(&e)) ImGui_ImplSDL2_ProcessEvent(&e);
+    while (SDL_PollEvent(&e)) {
+        ImGui_ImplSDL2_ProcessEvent(&e);
+        f.input_frames = 3;  // ImGui settles hover and active states over the next frames
+    }
 
     a.poll();
     if (a.autoplay && !a.autoplay_done && a.can_complete()) {
         a.autoplay_done = true;
         a.complete();
     }
-    upload_results(a);
+    // New sample tiles get their textures now (the panels below refer to them); new pixels of existing
+    // ones are uploaded only in a frame that is drawn.
+    if (a.tex.samples.size() != a.results.size()) upload_results(a);
 
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplSDL2_NewFrame();
@@ -389,14 +441,27 @@ void frame(void* arg) {
     ImGui::End();
 
     ImGui::Render();
-    glViewport(0, 0, int(io.DisplaySize.x), int(io.DisplaySize.y));
-    glClearColor(0.08f, 0.08f, 0.1f, 1.0f);
-    glClear(GL_COLOR_BUFFER_BIT);
-    ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
-    SDL_GL_SwapWindow(f.window);
+    // Draw only a changed frame (nothing drawn: the canvas keeps showing the last one); changes without
+    // input at most every paced_ms.
+    const double now = igpt_web::now_ms();
+    const uint64_t lists = draw_signature(ImGui::GetDrawData());
+    const bool tiles = std::any_of(a.results.begin(), a.results.end(), [](const auto& r) { return r.dirty; });
+    const bool changed = lists != f.drawn_lists || igpt_web::texture_changes() != f.drawn_textures || tiles;
+    if (f.input_frames > 0 || (changed && now - f.drawn_at >= f.paced_ms)) {
+        upload_results(a);
+        glViewport(0, 0, int(io.DisplaySize.x), int(io.DisplaySize.y));
+        glClearColor(0.08f, 0.08f, 0.1f, 1.0f);
+        glClear(GL_COLOR_BUFFER_BIT);
+        ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
+        SDL_GL_SwapWindow(f.window);
+        f.drawn_lists = lists;
+        f.drawn_textures = igpt_web::texture_changes();
+        f.drawn_at = now;
+        ++a.frames_drawn;
+    }
+    if (f.input_frames > 0) --f.input_frames;
 
     // Persist settings when they change (throttled: browsers limit history.replaceState calls).
-    const double now = igpt_web::now_ms();
     if (now - f.saved_at > 400) {
         std::string s = a.settings.to_json();
         if (s != f.saved_settings) {
@@ -429,6 +494,8 @@ int main() {
         return 1;
     }
     SDL_GL_SetSwapInterval(1);
+    f.app.software_webgl = software_webgl();
+    f.paced_ms = f.app.software_webgl ? 125.0 : 0.0;
     IMGUI_CHECKVERSION();
     ImGui::CreateContext();
     ImGui::GetIO().IniFilename = nullptr;

@@ -8,7 +8,14 @@
 
 namespace igpt_web {
 
+namespace {
+uint64_t g_texture_changes = 0;  // main thread only
+}  // namespace
+
+uint64_t texture_changes() { return g_texture_changes; }
+
 void Texture::upload(const uint8_t* rgb, int32_t nw, int32_t nh, const uint8_t* alpha) {
+    ++g_texture_changes;
     std::vector<uint8_t> rgba(size_t(nw) * size_t(nh) * 4);
     for (size_t i = 0; i < size_t(nw) * size_t(nh); ++i) {
         rgba[i * 4 + 0] = rgb[i * 3 + 0];
@@ -33,6 +40,7 @@ void Texture::upload(const uint8_t* rgb, int32_t nw, int32_t nh, const uint8_t* 
 }
 
 void Texture::destroy() {
+    ++g_texture_changes;
     if (id) glDeleteTextures(1, &id);
     id = 0;
     w = h = 0;

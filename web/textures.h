@@ -21,6 +21,9 @@ struct Textures {
     std::vector<Texture> gallery;          // sample-image thumbnails
 };
 
+// How many times any texture's pixels changed so far: the frame loop redraws when this moves.
+uint64_t texture_changes();
+
 // Entropy (bits, 0..max_bits) -> RGB on a dark-to-bright "inferno"-like ramp.
 void entropy_color(float bits, float max_bits, uint8_t* rgb);
 

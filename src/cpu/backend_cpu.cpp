@@ -36,7 +36,11 @@ class RawBuffer {
 public:
     void allocate(size_t n) {
         const size_t bytes = n * sizeof(T);
+#ifdef IGPT_MADVISE_HUGEPAGE
         const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
+#else
+        const size_t align = 64;
+#endif
         const size_t size = (bytes + align - 1) / align * align;
         p_.reset(static_cast<T*>(std::aligned_alloc(align, std::max(size, align))));
         if (!p_) throw std::bad_alloc();
@@ -65,7 +69,7 @@ public:
     CpuBackend(const Model& model, int32_t threads)
         : m_(model), w_(model.ptrs()), pool_(threads), scores_(size_t(pool_.size())) {
 #if IGPT_HAVE_PANELS
-        pack_weights(model.file_dtype == DType::F16);
+        pack_weights(IGPT_HAVE_F16_PANELS && model.file_dtype == DType::F16);
 #endif
     }
 
@@ -208,8 +212,13 @@ private:
 #if IGPT_HAVE_PANELS
         if (M <= kPanelRows) {
             const size_t at = panel_at_[size_t(l * 4 + which)];
-            if (panels16_) matmul_panels(X, K, M, K, panels16_.data() + at, N, bias, Y, N, &pool_);
-            else matmul_panels(X, K, M, K, panels_.data() + at, N, bias, Y, N, &pool_);
+#if IGPT_HAVE_F16_PANELS
+            if (panels16_) {
+                matmul_panels(X, K, M, K, panels16_.data() + at, N, bias, Y, N, &pool_);
+                return;
+            }
+#endif
+            matmul_panels(X, K, M, K, panels_.data() + at, N, bias, Y, N, &pool_);
             return;
         }
 #else
@@ -237,13 +246,21 @@ private:
             panel_at_.push_back(total);
             total += size_t(panels_size(m.n, m.k));
         }
+#if IGPT_HAVE_F16_PANELS
         if (half) panels16_.allocate(total);
-        else panels_.allocate(total);
+        else
+#endif
+            panels_.allocate(total);
         pool_.parallel_for(int64_t(mats.size()), 1, [&](int64_t i0, int64_t i1, int32_t) {
             for (int64_t i = i0; i < i1; ++i) {
                 const Mat& m = mats[size_t(i)];
-                if (half) pack_panels(m.w, m.n, m.k, m.k, 1, panels16_.data() + panel_at_[size_t(i)]);
-                else pack_panels(m.w, m.n, m.k, m.k, 1, panels_.data() + panel_at_[size_t(i)]);
+#if IGPT_HAVE_F16_PANELS
+                if (half) {
+                    pack_panels(m.w, m.n, m.k, m.k, 1, panels16_.data() + panel_at_[size_t(i)]);
+                    continue;
+                }
+#endif
+                pack_panels(m.w, m.n, m.k, m.k, 1, panels_.data() + panel_at_[size_t(i)]);
             }
         });
     }
@@ -410,7 +427,9 @@ private:
     Buffer x_, xn_, qkv_, att_, tmp_, fch_, sel_;
     std::vector<float> pooled_;                   // (L + 1, batch, C)
     RawBuffer<float> panels_;                     // decode copies of the weight matrices (ops.h panels),
+#if IGPT_HAVE_F16_PANELS
     RawBuffer<uint16_t> panels16_;                // in half precision for an f16 model file
+#endif
     std::vector<size_t> panel_at_;                // where matrix (layer, which) starts
     std::vector<Buffer> scores_;                 // attention scores, one buffer per thread
 };

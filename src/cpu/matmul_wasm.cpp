@@ -175,6 +175,80 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
     });
 }
 
+// ---- decode products from panels (ops.h): weights packed once, 8 features a panel -----------------------
+
+namespace {
+
+// MR (<= 4) rows of X against one panel: 2 * MR accumulators of 4 features, each row's k-th value broadcast
+// against the panel's k-th row. No horizontal sums; a panel (K x 8 floats) stays in L1 for the next rows.
+template <int MR>
+inline void panel_tile(const float* X, int64_t ldx, int64_t K, const float* P, const float* bias, float* Y, int64_t ldy,
+                       int64_t N, int64_t n0) {
+    v128_t lo[MR], hi[MR];
+    for (int r = 0; r < MR; ++r) lo[r] = hi[r] = wasm_f32x4_splat(0);
+    for (int64_t k = 0; k < K; ++k) {
+        const v128_t w0 = wasm_v128_load(P + k * 8), w1 = wasm_v128_load(P + k * 8 + 4);
+        for (int r = 0; r < MR; ++r) {
+            const v128_t x = wasm_v128_load32_splat(X + r * ldx + k);
+            lo[r] = wasm_f32x4_add(lo[r], wasm_f32x4_mul(x, w0));
+            hi[r] = wasm_f32x4_add(hi[r], wasm_f32x4_mul(x, w1));
+        }
+    }
+    const int64_t valid = std::min<int64_t>(8, N - n0);
+    alignas(16) float b[8] = {};
+    if (bias) std::copy(bias + n0, bias + n0 + valid, b);
+    const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
+    for (int r = 0; r < MR; ++r) {
+        float* y = Y + r * ldy + n0;
+        if (valid == 8) {
+            wasm_v128_store(y, wasm_f32x4_add(lo[r], b0));
+            wasm_v128_store(y + 4, wasm_f32x4_add(hi[r], b1));
+        } else {
+            alignas(16) float t[8];
+            wasm_v128_store(t, wasm_f32x4_add(lo[r], b0));
+            wasm_v128_store(t + 4, wasm_f32x4_add(hi[r], b1));
+            std::copy(t, t + valid, y);
+        }
+    }
+}
+
+void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
+                  float* Y, int64_t ldy, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+        const float* panel = P + p * K * 8;
+        int64_t m = 0;
+        for (; m + 4 <= M; m += 4) panel_tile<4>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8);
+        switch (M - m) {
+            case 1: panel_tile<1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+            case 2: panel_tile<2>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+            case 3: panel_tile<3>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+            default: break;
+        }
+    }
+}
+
+}  // namespace
+
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, float* P) {
+    for (int64_t p = 0; p < (N + 7) / 8; ++p)
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t j = 0; j < 8; ++j) {
+                const int64_t n = p * 8 + j;
+                P[(p * K + k) * 8 + j] = n < N ? W[n * n_stride + k * k_stride] : 0.0f;
+            }
+}
+
+void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
+                   float* Y, int64_t ldy, ThreadPool* pool) {
+    const int64_t np = (N + 7) / 8;
+    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
+        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, 0, np);
+        return;
+    }
+    pool->parallel_for(
+        np, 4, [&](int64_t p0, int64_t p1, int32_t) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); }, 4);
+}
+
 // ---- attention and element-wise maths (the CPU backend's Eigen code is scalar under wasm) -----------------
 
 // S[n, tk] (row stride lds) = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk). Single-threaded:

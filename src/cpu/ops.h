@@ -15,27 +15,38 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
 // weights from memory once per token. For them the CPU backend keeps each matrix in "panels": panel p holds
 // output features [8p, 8p + 8) as K rows of 8 values (W[8p + j][k] at P[(p * K + k) * 8 + j]), the last
 // panel zero-padded. A panel is one contiguous stream, read once per step and applied to all rows of X
-// from registers (8 rows x 8 features per FMA chain), with prefetch ahead of the stream. f16 panels hold a
-// half-precision model file's values exactly (half the bytes to stream) and widen with F16C. The decode
-// steps of samples that share a prompt use the same kernel for its attention: the prompt's keys and values,
-// fixed from then on, are packed once, and each step streams them once for all samples.
-// Native AVX2 + FMA + F16C builds only (IGPT_HAVE_PANELS); elsewhere the backend uses matmul_nt.
+// from registers (each row's k-th value broadcast against the panel's k-th row of 8: no horizontal sums).
+// The decode steps of samples that share a prompt use the same kernel for its attention: the prompt's keys
+// and values, fixed from then on, are packed once, and each step streams them once for all samples.
+// Native AVX2 + FMA + F16C builds: 8 x 8 tiles, one FMA chain per output, prefetch ahead of the stream;
+// f16 panels hold a half-precision model file's values exactly (half the bytes) and widen with F16C
+// (IGPT_HAVE_F16_PANELS). The browser build (wasm SIMD, matmul_wasm.cpp): 4 rows x 8 features, f32 only.
+// Elsewhere the backend uses matmul_nt.
 #if !defined(__EMSCRIPTEN__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define IGPT_HAVE_PANELS 1
+#define IGPT_HAVE_F16_PANELS 1
+#elif defined(__EMSCRIPTEN__) && defined(__wasm_simd128__)
+#define IGPT_HAVE_PANELS 1
+#define IGPT_HAVE_F16_PANELS 0
+#else
+#define IGPT_HAVE_PANELS 0
+#define IGPT_HAVE_F16_PANELS 0
+#endif
+#if IGPT_HAVE_PANELS
 inline int64_t panels_size(int64_t N, int64_t K) { return (N + 7) / 8 * 8 * K; }
 // Packs the (N, K) matrix whose element (n, k) is W[n * n_stride + k * k_stride]: a weight in [out, in]
 // layout is (K, 1); the cached values V (T, D) seen as V^T, for O = P · V, are (1, D).
 void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, float* P);
-void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, uint16_t* P);  // to f16
 // Y[M, N] (row stride ldy) = X[M, K] (row stride ldx) · W^T (+ bias) from W's panels; parallel over panels
-// on `pool` (may be null). Each output is one FMA chain over k on one thread, so the result is the same to
-// the bit whatever the thread count and whatever M is.
+// on `pool` (may be null). Each output is one multiply-add chain over k on one thread, so the result is the
+// same to the bit whatever the thread count and whatever M is.
 void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
                    float* Y, int64_t ldy, ThreadPool* pool);
+#endif
+#if IGPT_HAVE_F16_PANELS
+void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, uint16_t* P);  // to f16
 void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const uint16_t* P, int64_t N, const float* bias,
                    float* Y, int64_t ldy, ThreadPool* pool);
-#else
-#define IGPT_HAVE_PANELS 0
 #endif
 
 // Attention products for one (sequence, head), single-threaded (the backend runs one per thread): AVX2

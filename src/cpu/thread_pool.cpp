@@ -14,8 +14,28 @@
 namespace igpt {
 
 namespace {
-constexpr auto kSpin = std::chrono::microseconds(50);  // covers the gap between ops of one decode step
+// Workers spin this long for the next job (the gap between two ops of one decode step), then sleep. The
+// caller spins as long for the job's last chunks, then sleeps until they are done.
+constexpr auto kSpin = std::chrono::microseconds(50);
+#ifdef __EMSCRIPTEN__
+constexpr int kPollsPerClockRead = 64;  // a clock read is a call into JavaScript here (~1 us)
+#else
+constexpr int kPollsPerClockRead = 1;
+#endif
 inline uint32_t gen_of(uint64_t s) { return uint32_t(s >> 32); }
+
+// Polls `ready` for up to kSpin; whether it became true.
+template <typename Ready>
+bool spin_until(Ready ready) {
+    if (ready()) return true;
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (std::chrono::steady_clock::now() < until)
+        for (int poll = 0; poll < kPollsPerClockRead; ++poll) {
+            if (ready()) return true;
+            for (int i = 0; i < 16; ++i) IGPT_PAUSE();
+        }
+    return ready();
+}
 constexpr uint64_t kClosed = 0x7fffffff;  // a chunk index no job reaches: "nothing to claim yet"
 }  // namespace
 
@@ -51,7 +71,10 @@ bool ThreadPool::run_chunks(uint32_t gen, int32_t idx) {
         const int32_t chunks = job_chunks_.load(std::memory_order_relaxed);
         const int64_t b = n * chunk / chunks, e = n * (chunk + 1) / chunks;
         (*job_.load(std::memory_order_relaxed))(b, e, idx);
-        done_.fetch_add(1, std::memory_order_acq_rel);
+        if (done_.fetch_add(1) + 1 == chunks && caller_waits_.load()) {
+            { std::lock_guard<std::mutex> lk(mu_); }
+            done_cv_.notify_one();
+        }
         any = true;
     }
 }
@@ -59,21 +82,14 @@ bool ThreadPool::run_chunks(uint32_t gen, int32_t idx) {
 void ThreadPool::worker(int32_t idx) {
     uint32_t seen = 0;
     for (;;) {
-        uint32_t g = gen_of(state_.load(std::memory_order_acquire));
-        if (g == seen) {
-            const auto until = std::chrono::steady_clock::now() + kSpin;
-            while (g == seen && std::chrono::steady_clock::now() < until) {
-                for (int i = 0; i < 16; ++i) IGPT_PAUSE();
-                g = gen_of(state_.load(std::memory_order_acquire));
-            }
-        }
-        if (g == seen) {
+        const auto next = [&] { return gen_of(state_.load(std::memory_order_acquire)) != seen; };
+        if (!spin_until(next)) {
             std::unique_lock<std::mutex> lk(mu_);
             sleepers_.fetch_add(1);
-            cv_.wait(lk, [&] { return gen_of(state_.load(std::memory_order_acquire)) != seen; });
+            cv_.wait(lk, next);
             sleepers_.fetch_sub(1);
-            g = gen_of(state_.load(std::memory_order_acquire));
         }
+        const uint32_t g = gen_of(state_.load(std::memory_order_acquire));
         seen = g;
         if (stop_.load()) return;
         run_chunks(g, idx);
@@ -108,7 +124,17 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     state_.store(uint64_t(gen) << 32, std::memory_order_release);  // open: chunk 0
     if (sleepers_.load() > 0) cv_.notify_all();
     run_chunks(gen, 0);
-    while (done_.load(std::memory_order_acquire) != chunks) IGPT_PAUSE();
+    // The other threads' last chunks: spin a little (they usually finish together), then sleep until the
+    // thread that finishes the last one wakes this one -- a thread that the OS has preempted (more runnable
+    // threads than cores, as in a browser drawing its page) may take a whole time slice to come back, and
+    // spinning meanwhile would take a core from it.
+    const auto finished = [&] { return done_.load(std::memory_order_acquire) == chunks; };
+    if (!spin_until(finished)) {
+        std::unique_lock<std::mutex> lk(mu_);
+        caller_waits_.store(true);
+        done_cv_.wait(lk, [&] { return done_.load() == chunks; });
+        caller_waits_.store(false);
+    }
 }
 
 }  // namespace igpt

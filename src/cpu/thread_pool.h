@@ -2,7 +2,9 @@
 // that every thread, the caller included, claims dynamically: a worker that the OS has not scheduled
 // simply claims nothing, so a busy machine slows a step down instead of stalling it. Workers spin for a
 // few tens of microseconds between jobs, then sleep, so the dozens of small GEMVs of one decode step do
-// not each pay a thread wake-up. With one thread (and always in a WebAssembly build without threads) no
+// not each pay a thread wake-up. The caller, its share done, spins as long for the others' last chunks,
+// then sleeps until the thread finishing the last one wakes it: a worker preempted mid-chunk (more threads
+// than cores, as in a browser drawing its page on the CPU) gets the core back sooner. With one thread (and always in a WebAssembly build without threads) no
 // thread is started and parallel_for runs fn(0, n, 0) on the caller.
 #pragma once
 #include <atomic>
@@ -36,7 +38,8 @@ private:
     int32_t n_;
     std::vector<std::thread> threads_;
     std::mutex mu_;
-    std::condition_variable cv_;
+    std::condition_variable cv_;       // workers sleeping between jobs
+    std::condition_variable done_cv_;  // the caller sleeping until the job's last chunk is done
     // The current job. `state_` packs (generation << 32 | next chunk); a claim is a CAS on it, so a
     // worker waking late can never claim a chunk of a finished job.
     std::atomic<const std::function<void(int64_t, int64_t, int32_t)>*> job_{nullptr};
@@ -45,6 +48,7 @@ private:
     std::atomic<uint64_t> state_{0};
     std::atomic<int32_t> done_{0};
     std::atomic<int32_t> sleepers_{0};
+    std::atomic<bool> caller_waits_{false};
     std::atomic<bool> stop_{false};
 };
 

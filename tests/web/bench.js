@@ -35,11 +35,20 @@ async function browserBench(browser, url, single) {
                              null, { timeout: 120000 });
   const rows = [];
   for (const batch of BATCHES) {
-    await page.evaluate((b) => { igptHost.action('samples', b); igptHost.action('complete'); }, batch);
-    await page.waitForFunction(() => !igptHost.state().running, null, { timeout: 600000, polling: 50 });
-    const s = await page.evaluate(() => igptHost.state());
-    rows.push({ batch, model: s.model, threaded: s.threaded, seconds: s.stats.seconds,
-                prefill: s.stats.prefill_seconds, tps: s.stats.decode_tokens_per_second, message: s.message });
+    // Twice: the first completion of a page runs partly in V8's baseline code (wasm functions move to the
+    // optimising compiler once hot); the row is the faster run, with the first one's seconds beside it.
+    let best = null, first = NaN;
+    for (let run = 0; run < 2; ++run) {
+      await page.evaluate((b) => { igptHost.action('samples', b); igptHost.action('complete'); }, batch);
+      await page.waitForFunction(() => !igptHost.state().running, null, { timeout: 600000, polling: 50 });
+      const s = await page.evaluate(() => igptHost.state());
+      if (run === 0) first = s.stats.seconds;
+      if (!best || s.stats.seconds < best.seconds)
+        best = { batch, model: s.model, threaded: s.threaded, software: s.software_webgl, seconds: s.stats.seconds,
+                 prefill: s.stats.prefill_seconds, tps: s.stats.decode_tokens_per_second, message: s.message };
+    }
+    best.first = first;
+    rows.push(best);
   }
   await page.close();
   return rows;
@@ -65,17 +74,19 @@ async function browserBench(browser, url, single) {
     console.log(`model ${mt[0].model}; bottom half: 512 tokens kept, 512 sampled per sample; chromium ` +
                 `(${execFileSync('/usr/bin/chromium', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()}), ` +
                 `${require('os').cpus()[0].model}, load ${require('os').loadavg().map((x) => x.toFixed(1)).join(' ')}`);
-    console.log('| build | batch | complete (s) | prefill (s) | decode tokens/s | native complete (s) | ' +
+    console.log('| build | batch | complete (s) | first run (s) | prefill (s) | decode tokens/s | native complete (s) | ' +
                 'native decode tokens/s | time wasm/native |');
-    console.log('|---|---|---|---|---|---|---|---|');
+    console.log('|---|---|---|---|---|---|---|---|---|');
     for (const [name, rows] of [[`wasm, ${THREADS} threads`, mt], ['wasm, single-threaded', st]]) {
       for (const r of rows) {
         const n = native[r.batch];
-        console.log(`| ${name} | ${r.batch} | ${f(r.seconds)} | ${f(r.prefill, 3)} | ${f(r.tps, 0)} | ` +
+        console.log(`| ${name} | ${r.batch} | ${f(r.seconds)} | ${f(r.first)} | ${f(r.prefill, 3)} | ${f(r.tps, 0)} | ` +
                     `${n ? f(n.seconds) : '-'} | ${n ? f(n.tps, 0) : '-'} | ${n ? f(r.seconds / n.seconds) + 'x' : '-'} |`);
       }
     }
     if (!native[1]) console.log(`(no native figures: ${NATIVE} not built)`);
+    if (mt[0].software)
+      console.log('(this chromium renders WebGL on the CPU: the page draws a completion\'s progress 8 times a second)');
   } finally {
     await browser.close();
     proc.kill();
