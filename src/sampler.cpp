@@ -60,16 +60,17 @@ int32_t sample_token(const float* logits, int32_t V, const SamplerParams& p, Rng
                      int32_t top_n) {
     const float mx = *std::max_element(logits, logits + V);
     // Untempered distribution: entropy and top choices for the caller.
+    std::vector<double> e;  // exp(logit - max), when info asks for it (reused below at temperature 1)
     if (info) {
-        std::vector<double> e(static_cast<size_t>(V));
-        double sum = 0;
-        for (int32_t i = 0; i < V; ++i) sum += (e[size_t(i)] = std::exp(double(logits[i]) - mx));
-        double H = 0;
+        e.resize(static_cast<size_t>(V));
+        double sum = 0, qz = 0;
         for (int32_t i = 0; i < V; ++i) {
-            double q = e[size_t(i)] / sum;
-            if (q > 0) H -= q * std::log2(q);
+            const double z = double(logits[i]) - mx;
+            sum += (e[size_t(i)] = std::exp(z));
+            qz += e[size_t(i)] * z;
         }
-        info->entropy_bits = float(H);
+        // H = -sum q log2 q with q = e^z / sum, log q = z - ln sum: (ln sum - sum q z) / ln 2, no log per term
+        info->entropy_bits = float((std::log(sum) - qz / sum) / std::log(2.0));
         const int32_t n = std::min(top_n, V);
         std::vector<int32_t> idx(static_cast<size_t>(V));
         std::iota(idx.begin(), idx.end(), 0);
@@ -98,7 +99,10 @@ int32_t sample_token(const float* logits, int32_t V, const SamplerParams& p, Rng
     std::vector<double> w(static_cast<size_t>(n));
     double sum = 0;
     const double inv_t = 1.0 / double(p.temperature);
-    for (int32_t i = 0; i < n; ++i) sum += (w[size_t(i)] = std::exp((double(logits[cand[size_t(i)]]) - mx) * inv_t));
+    for (int32_t i = 0; i < n; ++i) {
+        const int32_t c = cand[size_t(i)];
+        sum += (w[size_t(i)] = inv_t == 1.0 && !e.empty() ? e[size_t(c)] : std::exp((double(logits[c]) - mx) * inv_t));
+    }
     if (p.top_p < 1.0f) {
         // Smallest prefix whose probability mass reaches top_p (at least one token).
         double acc = 0;

@@ -101,4 +101,17 @@ TEST_CASE("entropy and top choices are reported from the untempered distribution
     REQUIRE(info.top.size() == 3);
     CHECK(info.top[0].prob == Approx(0.125).epsilon(1e-5));
     CHECK(log2_prob(l.data(), 8, 5) == Approx(-3.0).epsilon(1e-9));
+
+    // A skewed distribution (one logit far below the rest: a term that underflows) against -sum q log2 q.
+    const std::vector<float> s = {2.5f, -1.0f, 0.25f, 7.0f, -3.5f, 1.0f, 0.0f, -800.0f, 3.0f, -0.5f};
+    double mx = 7.0, sum = 0, h = 0;
+    for (float v : s) sum += std::exp(double(v) - mx);
+    for (float v : s) {
+        const double q = std::exp(double(v) - mx) / sum;
+        if (q > 0) h -= q * std::log2(q);
+    }
+    sample_token(s.data(), int32_t(s.size()), p, rng, &info, 2);
+    CHECK(info.entropy_bits == Approx(h).epsilon(1e-6));
+    CHECK(info.top[0].token == 3);
+    CHECK(info.top[1].token == 8);
 }

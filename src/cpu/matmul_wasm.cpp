@@ -345,12 +345,19 @@ inline float exp1(float x) {
 
 void softmax_scaled(float* row, int64_t valid, int64_t n, float scale) {
     float mx = -INFINITY;
-    for (int64_t k = 0; k < valid; ++k) mx = std::max(mx, row[k]);
+    int64_t k = 0;
+    if (valid >= 4) {  // max is exact: the order does not matter
+        v128_t mv = wasm_v128_load(row);
+        for (k = 4; k + 4 <= valid; k += 4) mv = wasm_f32x4_max(mv, wasm_v128_load(row + k));
+        mv = wasm_f32x4_max(mv, wasm_i32x4_shuffle(mv, mv, 2, 3, 0, 1));
+        mv = wasm_f32x4_max(mv, wasm_i32x4_shuffle(mv, mv, 1, 0, 3, 2));
+        mx = wasm_f32x4_extract_lane(mv, 0);
+    }
+    for (; k < valid; ++k) mx = std::max(mx, row[k]);
     mx *= scale;  // scale > 0: max(scale * x) = scale * max(x), rounding included
     const v128_t s4 = wasm_f32x4_splat(scale), m4 = wasm_f32x4_splat(mx);
     v128_t acc = wasm_f32x4_splat(0);
-    int64_t k = 0;
-    for (; k + 4 <= valid; k += 4) {
+    for (k = 0; k + 4 <= valid; k += 4) {
         const v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(row + k), s4), m4));
         wasm_v128_store(row + k, e);
         acc = wasm_f32x4_add(acc, e);
