@@ -67,7 +67,7 @@ int32_t sample_token(const float* logits, int32_t V, const SamplerParams& p, Rng
         for (int32_t i = 0; i < V; ++i) {
             const double z = double(logits[i]) - mx;
             sum += (e[size_t(i)] = std::exp(z));
-            qz += e[size_t(i)] * z;
+            if (e[size_t(i)] > 0) qz += e[size_t(i)] * z;  // a -inf logit adds nothing (not 0 * -inf)
         }
         // H = -sum q log2 q with q = e^z / sum, log q = z - ln sum: (ln sum - sum q z) / ln 2, no log per term
         info->entropy_bits = float((std::log(sum) - qz / sum) / std::log(2.0));

@@ -114,4 +114,8 @@ TEST_CASE("entropy and top choices are reported from the untempered distribution
     CHECK(info.entropy_bits == Approx(h).epsilon(1e-6));
     CHECK(info.top[0].token == 3);
     CHECK(info.top[1].token == 8);
+    // A masked (-inf) logit: probability 0, no NaN in the entropy.
+    std::vector<float> m = {0.0f, 0.0f, -INFINITY, 0.0f};
+    sample_token(m.data(), 4, p, rng, &info, 1);
+    CHECK(info.entropy_bits == Approx(std::log2(3.0)).epsilon(1e-6));
 }
