@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <thread>
 
+#include "backend.h"
 #include "error.h"
 #include "session.h"
 #include "test_util.h"
@@ -370,4 +372,25 @@ TEST_CASE("image bombs are refused before they take memory", "[hardening]") {
     // A file larger than the limit is refused before it is read.
     lim.max_file_bytes = 100;
     CHECK_THROWS_WITH(decode_image(zbomb.data(), zbomb.size(), "zbomb.png", lim), Catch::Contains("too large"));
+}
+
+TEST_CASE("a KV cache larger than the memory left is refused with a message, and the backend keeps working", "[hardening]") {
+    const igpt::Model m = igpt_test::small_model(3);
+    auto backend = igpt::make_cpu_backend(m, 1);
+    backend->reset(2);
+    // 32 KB per sequence for this shape (2 layers, 64 positions, width 32): 100 million ask for 3.3 TB.
+    try {
+        backend->reset(100000000);
+        FAIL("reset accepted a 3.3 TB cache");
+    } catch (const igpt::Error& e) {
+        const std::string what = e.what();
+        INFO(what);
+        CHECK(what.find("KV cache for 100000000 sequences") != std::string::npos);
+        CHECK(what.find("is available: use at most") != std::string::npos);
+    }
+    // The cache it had is still there: a forward pass at the old batch works.
+    std::vector<int32_t> tok = {-1, 3, -1, 5};
+    std::vector<float> logits(size_t(2) * size_t(m.cfg.vocab));
+    backend->forward(tok.data(), 2, 2, 0, logits.data(), false);
+    CHECK(std::isfinite(logits[0]));
 }

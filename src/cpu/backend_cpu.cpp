@@ -4,8 +4,10 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <new>
 #if defined(__linux__) && !defined(__EMSCRIPTEN__)
 #include <sys/mman.h>
@@ -35,6 +37,7 @@ template <typename T>
 class RawBuffer {
 public:
     void allocate(size_t n) {
+        p_.reset();  // the old buffer goes first: the peak is the new size, not both
         const size_t bytes = n * sizeof(T);
 #ifdef IGPT_MADVISE_HUGEPAGE
         const size_t align = bytes >= (size_t(4) << 20) ? size_t(2) << 20 : 64;
@@ -58,6 +61,27 @@ private:
     };
     std::unique_ptr<T, Free> p_;
 };
+// Bytes of memory the system can still give without swapping (Linux: MemAvailable), or -1 if unknown.
+int64_t available_memory() {
+#ifdef __linux__
+    if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+        char line[256];
+        long long kb = -1;
+        while (std::fgets(line, sizeof line, f))
+            if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+        std::fclose(f);
+        if (kb > 0) return int64_t(kb) * 1024;
+    }
+#endif
+    return -1;
+}
+
+std::string gigabytes(double bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GB", bytes / 1e9);
+    return buf;
+}
+
 #ifdef __EMSCRIPTEN__
 constexpr bool kAlwaysAttnKernels = true;   // Eigen is not vectorised under wasm
 #else
@@ -80,6 +104,18 @@ public:
         const auto& c = m_.cfg;
         const size_t n = size_t(c.layers) * size_t(batch) * size_t(c.n_ctx()) * size_t(c.width);
         if (batch != batch_) {
+            // The cache is not zero-filled, so its pages are only taken when first written: a cache larger
+            // than the memory left would fail halfway through a completion (the kernel's OOM killer, no
+            // message). Say so now instead.
+            const double need = 2.0 * double(n) * sizeof(float), per_seq = need / double(batch);
+            const int64_t avail = available_memory() + (batch_ > 0 ? int64_t(2.0 * per_seq * batch_) : 0);
+            if (avail > 0 && need > double(avail) * 0.9)
+                throw Error("the KV cache for " + std::to_string(batch) + " sequences of '" + c.name + "' needs " +
+                            gigabytes(need) + " of memory and " + gigabytes(double(avail)) + " is available: use " +
+                            (per_seq < double(avail) * 0.9
+                                 ? "at most " + std::to_string(int64_t(double(avail) * 0.9 / per_seq)) + " samples"
+                                 : "a smaller model"));
+            batch_ = 0;
             // Uninitialised: a position is written before any step reads it (sequences that share a prompt
             // never read their own copy of it).
             k_cache_.allocate(n);
