@@ -240,13 +240,8 @@ void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t
 
 void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
                    float* Y, int64_t ldy, ThreadPool* pool) {
-    const int64_t np = (N + 7) / 8;
-    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
-        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, 0, np);
-        return;
-    }
-    pool->parallel_for(
-        np, 4, [&](int64_t p0, int64_t p1, int32_t) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); }, 4);
+    for_panel_ranges(M, N, K, pool,
+                     [&](int64_t p0, int64_t p1) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); });
 }
 
 // ---- attention and element-wise maths (the CPU backend's Eigen code is scalar under wasm) -----------------

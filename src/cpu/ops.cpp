@@ -106,14 +106,8 @@ void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P
 template <typename WT>
 void matmul_panels_t(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P, int64_t N, const float* bias,
                      float* Y, int64_t ldy, ThreadPool* pool) {
-    const int64_t np = (N + 7) / 8;
-    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
-        panels_range(X, ldx, M, K, P, N, bias, Y, ldy, 0, np);
-        return;
-    }
-    // Memory-bound: eight chunks a thread, so that the threads finish together (two left one waiting ~4%).
-    pool->parallel_for(
-        np, 4, [&](int64_t p0, int64_t p1, int32_t) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); }, 8);
+    for_panel_ranges(M, N, K, pool,
+                     [&](int64_t p0, int64_t p1) { panels_range(X, ldx, M, K, P, N, bias, Y, ldy, p0, p1); });
 }
 
 // out[8 k + j] = w[j * stride + k] for j, k < 8: an 8 x 8 block transposed in registers.
@@ -170,6 +164,20 @@ void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const uint
 }
 #endif
 
+#endif  // !__EMSCRIPTEN__
+
+#if IGPT_HAVE_PANELS
+void for_panel_ranges(int64_t M, int64_t N, int64_t K, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn) {
+    const int64_t np = (N + 7) / 8;
+    if (!pool || pool->size() == 1 || M * N * K < (1 << 15)) {
+        fn(0, np);
+        return;
+    }
+    pool->parallel_for(np, 4, [&](int64_t p0, int64_t p1, int32_t) { fn(p0, p1); }, 8);
+}
+#endif
+
+#ifndef __EMSCRIPTEN__
 namespace {
 // Runs fn(n0, n1, thread) over the output features [0, N), split across the pool in multiples of 16 (whole
 // SIMD panels); on the caller alone when the product (M*N*K multiply-adds) is too small to share.

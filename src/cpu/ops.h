@@ -1,6 +1,7 @@
 // CPU kernels shared by inference and training. Row-major everywhere.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 namespace igpt {
 class ThreadPool;
@@ -42,6 +43,10 @@ void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t
 // same to the bit whatever the thread count and whatever M is.
 void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
                    float* Y, int64_t ldy, ThreadPool* pool);
+// How the panel products split (both builds): fn(p0, p1) over the panels [0, (N + 7) / 8), on the caller
+// alone when the product (M * N * K multiply-adds) is small, else across `pool` in up to 8 chunks a thread
+// (memory-bound: with 2 a thread, one thread often waited ~4% for the other).
+void for_panel_ranges(int64_t M, int64_t N, int64_t K, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn);
 #endif
 #if IGPT_HAVE_F16_PANELS
 void pack_panels(const float* W, int64_t N, int64_t K, int64_t n_stride, int64_t k_stride, uint16_t* P);  // to f16
