@@ -174,8 +174,7 @@ void App::on_model_bytes(const uint8_t* data, size_t size, const std::string& na
             settings.model = name;
         settings.rows = std::clamp(settings.rows, 0, model->cfg.image_h);
         results.clear();
-        tex.samples.clear();
-        tex.entropy.clear();
+        tex.resize_tiles(0);
         inspect_sample = inspect_pos = -1;
         refresh_seen();
         const auto& c = model->cfg;

@@ -81,8 +81,7 @@ const ImU32 kCursor = IM_COL32(255, 255, 255, 255);
 // ---- textures: upload what changed since the last frame --------------------------------------------------
 
 void upload_results(App& a) {
-    a.tex.samples.resize(a.results.size());
-    a.tex.entropy.resize(a.results.size());
+    a.tex.resize_tiles(a.results.size());
     const int32_t W = a.image_w(), H = a.image_h();
     const float max_bits = a.model ? std::log2(float(a.model->cfg.vocab)) : 9.0f;
     for (size_t i = 0; i < a.results.size(); ++i) {

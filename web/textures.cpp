@@ -46,6 +46,13 @@ void Texture::destroy() {
     w = h = 0;
 }
 
+void Textures::resize_tiles(size_t n) {
+    for (size_t i = n; i < samples.size(); ++i) samples[i].destroy();
+    for (size_t i = n; i < entropy.size(); ++i) entropy[i].destroy();
+    samples.resize(n);
+    entropy.resize(n);
+}
+
 void entropy_color(float bits, float max_bits, uint8_t* rgb) {
     // A few stops of matplotlib's "inferno", linearly interpolated.
     static const float stops[6][3] = {{0, 0, 4},       {66, 10, 104},  {147, 38, 103},

@@ -19,6 +19,8 @@ struct Textures {
     Texture display, seen;                 // the centre crop (display resolution), what the model sees
     std::vector<Texture> samples, entropy; // one per sample tile
     std::vector<Texture> gallery;          // sample-image thumbnails
+    // n sample tiles (and their overlays): the GL textures of tiles beyond n are freed.
+    void resize_tiles(size_t n);
 };
 
 // How many times any texture's pixels changed so far: the frame loop redraws when this moves.

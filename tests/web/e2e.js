@@ -295,11 +295,16 @@ async function main() {
     await page.evaluate(() => igptHost.action('cancel'));
     s = await state(page);
     check(!s.running && s.message === 'cancelled', 'cancel stops at once');
+    // Emscripten's table of live GL textures: 16 tiles (sample + overlay each), then 2.
+    const liveTextures = () => page.evaluate(() => (typeof GL === 'undefined' ? NaN : GL.textures.filter((t) => t).length));
+    const tex16 = await liveTextures();
     await page.evaluate(() => { igptHost.action('samples', 2); igptHost.action('rows', 28); igptHost.action('complete'); });
     await waitFor(page, () => !igptHost.state().running, null, 60000, 'completion after cancel');
     s = await state(page);
     check(s.results.length === 2 && s.results.every((r) => r.filled === s.n_ctx), 'completes again after cancel',
           s.message);
+    const tex2 = await liveTextures();
+    check(tex16 - tex2 >= 28, 'fewer samples free the GL textures of the tiles that go', `${tex16} -> ${tex2} live`);
 
     // A model file from the visitor's disk: the "Open model file..." button opens the file chooser; the file
     // (the build's random dev model under another name) is listed as "<file> (local)" and completes.
