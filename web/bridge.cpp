@@ -106,7 +106,6 @@ EMSCRIPTEN_KEEPALIVE void igpt_web_action(App* app, const char* action, int arg)
     else if (a == "grid") app->download_grid();
     else if (a == "clear_cache") igpt_web::js_clear_cache();
     else if (a == "samples") app->settings.samples = arg;
-    else if (a == "threads") app->settings.threads = arg;  // 0: auto
     else if (a == "model" && arg >= 0 && arg < int(app->manifest.size()))
         app->request_model(app->manifest[size_t(arg)].name);
     else if (a == "gallery" && arg >= 0 && arg < int(app->gallery.size()))
