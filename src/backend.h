@@ -32,7 +32,8 @@ struct GenerateRequest {
     uint64_t seed = 1;                // the same seed gives the same samples (on the same backend)
     int32_t top_n = 0;                // choices recorded per generated position
     int32_t prefill_chunk = 128;      // prompt positions per prefill call (cancel is checked between them)
-    int32_t progress_every = 0;       // positions between progress reports; 0 = one image row
+    int32_t progress_every = 0;       // positions between progress reports; 0 = the backend's choice
+                                      // (CUDA: one image row; CPU: 8 positions)
     int32_t* tokens = nullptr;        // (n_samples, n_ctx)
     float* entropy = nullptr;         // (n_samples, n_ctx) bits, or null
     TokenChoice* choices = nullptr;   // (n_samples, n_ctx, top_n), or null
@@ -41,6 +42,13 @@ struct GenerateRequest {
     std::function<bool()> cancelled;  // polled between steps; true ends generation early (no error)
     GenerateStats* stats = nullptr;   // optional timings
 };
+
+// Sampling on the host, shared by the session's step-by-step path and CpuBackend::generate so that both
+// give the same samples: sample s of a completion seeded `seed` draws from Rng(sample_seed(seed, s)), and
+// take_sample draws position `pos` of sample s from its logits (V of them) into rq's outputs.
+uint64_t sample_seed(uint64_t seed, int32_t s);
+void take_sample(const GenerateRequest& rq, int32_t n_ctx, int32_t vocab, int32_t s, int32_t pos, const float* logits,
+                 Rng& rng, SampleInfo& info);
 
 class Backend {
 public:

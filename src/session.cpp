@@ -145,32 +145,16 @@ bool CompletionSession::advance() {
     const auto& c = model_->cfg;
     const int32_t T = c.n_ctx(), V = c.vocab, N = params_.n_samples, k = kept_;
     if (k >= T) return false;  // every row kept: nothing to generate
-    if (!job_) {
-        job_ = std::make_unique<Job>();
-        job_->backend = make_backend(kind_, *model_, params_.threads);
-        job_->backend->reset(N);
-        for (int32_t s = 0; s < N; ++s)
-            job_->rngs.emplace_back(params_.seed + 0x9e3779b97f4a7c15ull * uint64_t(s + 1));
-        job_->logits.resize(size_t(N) * size_t(V));
-        job_->in.resize(size_t(std::max(k + 1, N)));
-        job_->in[0] = -1;
-        std::copy_n(tokens_.begin(), k, job_->in.begin() + 1);
-    }
+    if (!job_) begin_job(make_backend(kind_, *model_, params_.threads));
     Job& j = *job_;
-    auto take = [&](int32_t s, int32_t pos, const float* lg) {
-        const int32_t tok = sample_token(lg, V, params_.sampler, j.rngs[size_t(s)], &j.info, params_.top_n);
-        const size_t at = size_t(s) * size_t(T) + size_t(pos);
-        tokens_[at] = tok;
-        entropy_[at] = j.info.entropy_bits;
-        std::copy(j.info.top.begin(), j.info.top.end(), choices_.begin() + ptrdiff_t(at * size_t(params_.top_n)));
-    };
+    const GenerateRequest out = request();
     if (j.next <= k) {
         // Prefill the shared prompt (positions 0..k: inputs sos, x0..x_{k-1}) once, in chunks.
         const int32_t n = std::min(params_.prefill_chunk, k + 1 - j.next);
         j.backend->forward(j.in.data() + j.next, 1, n, j.next, j.logits.data(), false);
         j.next += n;
         if (j.next <= k) return true;
-        for (int32_t s = 0; s < N; ++s) take(s, k, j.logits.data());
+        for (int32_t s = 0; s < N; ++s) take_sample(out, T, V, s, k, j.logits.data(), j.rngs[size_t(s)], j.info);
         j.backend->copy_cache(0, N, k + 1);
         t_first_ns_.store(now_ns());
         filled_.store(k + 1, std::memory_order_release);
@@ -180,9 +164,22 @@ bool CompletionSession::advance() {
     const int32_t pos = j.next;
     for (int32_t s = 0; s < N; ++s) j.in[size_t(s)] = tokens_[size_t(s) * size_t(T) + size_t(pos - 1)];
     j.backend->forward(j.in.data(), N, 1, pos, j.logits.data(), false);
-    for (int32_t s = 0; s < N; ++s) take(s, pos, j.logits.data() + size_t(s) * size_t(V));
+    for (int32_t s = 0; s < N; ++s)
+        take_sample(out, T, V, s, pos, j.logits.data() + size_t(s) * size_t(V), j.rngs[size_t(s)], j.info);
     filled_.store(pos + 1, std::memory_order_release);
     return ++j.next < T;
+}
+
+void CompletionSession::begin_job(std::unique_ptr<Backend> backend) {
+    const int32_t N = params_.n_samples, k = kept_;
+    job_ = std::make_unique<Job>();
+    job_->backend = std::move(backend);
+    job_->backend->reset(N);
+    for (int32_t s = 0; s < N; ++s) job_->rngs.emplace_back(sample_seed(params_.seed, s));
+    job_->logits.resize(size_t(N) * size_t(model_->cfg.vocab));
+    job_->in.resize(size_t(std::max(k + 1, N)));
+    job_->in[0] = -1;
+    std::copy_n(tokens_.begin(), k, job_->in.begin() + 1);
 }
 
 void CompletionSession::finish() {
@@ -191,11 +188,27 @@ void CompletionSession::finish() {
     done_.store(true, std::memory_order_release);
 }
 
+// The worker: backends that run a whole completion by themselves (Backend::generate: CUDA, which samples on
+// the GPU; the CPU when it splits the samples across its threads) do, in one call -- the prompt's prefill,
+// the fan-out and every decode step -- publishing progress as they go; for the others the worker steps
+// through advance() on the same backend.
 void CompletionSession::run() {
     try {
-        if (!generate_on_device())
-            while (!cancel_.load() && advance()) {
+        if (kept_ < model_->cfg.n_ctx()) {
+            auto backend = make_backend(kind_, *model_, params_.threads);
+            GenerateRequest rq = request();
+            rq.on_progress = [this](int32_t filled) {
+                int64_t unset = 0;
+                t_first_ns_.compare_exchange_strong(unset, now_ns());
+                filled_.store(filled, std::memory_order_release);
+            };
+            rq.cancelled = [this] { return cancel_.load(); };
+            if (!backend->generate(rq)) {
+                begin_job(std::move(backend));
+                while (!cancel_.load() && advance()) {
+                }
             }
+        }
     } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lk(err_mu_);
         error_ = e.what();
@@ -203,12 +216,8 @@ void CompletionSession::run() {
     finish();  // frees the backend (and joins its pool) before done() is published
 }
 
-// Backends that sample on their own device (CUDA) run the whole completion in one call — the prompt's
-// prefill, the fan-out and every decode step — publishing progress once per image row; the others return
-// false at once and the worker steps through advance(). Not tried for the CPU, so it makes one backend.
-bool CompletionSession::generate_on_device() {
-    if (kind_ == BackendKind::Cpu || kept_ >= model_->cfg.n_ctx()) return false;
-    auto backend = make_backend(kind_, *model_, params_.threads);
+// This completion as a request: its prompt, parameters and output arrays.
+GenerateRequest CompletionSession::request() {
     GenerateRequest rq;
     rq.prompt = tokens_.data();
     rq.n_kept = kept_;
@@ -220,13 +229,7 @@ bool CompletionSession::generate_on_device() {
     rq.tokens = tokens_.data();
     rq.entropy = entropy_.data();
     rq.choices = choices_.data();
-    rq.on_progress = [this](int32_t filled) {
-        int64_t unset = 0;
-        t_first_ns_.compare_exchange_strong(unset, now_ns());
-        filled_.store(filled, std::memory_order_release);
-    };
-    rq.cancelled = [this] { return cancel_.load(); };
-    return backend->generate(rq);
+    return rq;
 }
 
 NllResult image_nll(const Model& model, Backend& backend, const std::vector<int32_t>& tokens, int32_t n_images,

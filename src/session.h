@@ -94,8 +94,9 @@ private:
     void prepare(const std::vector<int32_t>& tokens, const CompletionParams& params);
     bool advance();                    // one unit of work; false when nothing is left
     void finish();                     // frees the job, stops the clock, publishes done()
-    void run();                        // the worker: advance() until done or cancelled
-    bool generate_on_device();         // the whole completion through Backend::generate, if supported
+    void begin_job(std::unique_ptr<Backend> backend);  // the state advance() keeps, on this backend
+    void run();                        // the worker: Backend::generate, or advance() until done or cancelled
+    GenerateRequest request();         // this completion's prompt, parameters and outputs
 
     std::shared_ptr<const Model> model_;
     BackendKind kind_;

@@ -60,7 +60,9 @@ TEST_CASE("stepped completion gives exactly the worker thread's tokens for a see
     p.rows_kept = 3;
     p.seed = 1234;
     p.prefill_chunk = 7;  // several prefill units
-    for (int32_t threads : {1, 2}) {
+    // 1 thread: the worker steps through forward() like step() does. 2 and 3: the CPU backend's generate()
+    // runs the samples split across its threads ([0, 1) and [1, 3) with 2 threads), sampling included.
+    for (int32_t threads : {1, 2, 3}) {
         p.threads = threads;
         const Out a = threaded(m, tok, p);
         const Out b = stepped(m, tok, p, 0.0);  // budget 0: one unit of work per step()
@@ -83,6 +85,57 @@ TEST_CASE("stepped completion gives exactly the worker thread's tokens for a see
     p.rows_kept = m->cfg.image_h;
     const Out all = stepped(m, tok, p, 0.0);
     CHECK(std::equal(tok.begin(), tok.end(), all.tokens.begin()));
+}
+
+TEST_CASE("the CPU backend's generate() splits the samples across its threads and matches forward()",
+          "[session][step]") {
+    auto m = std::make_shared<const Model>(igpt_test::small_model(8));
+    auto tok = random_tokens(*m, 9);
+    CompletionParams p;
+    p.n_samples = 8;
+    p.rows_kept = 2;
+    p.seed = 77;
+    p.top_n = 3;
+    p.sampler.top_k = 40;
+    for (int32_t threads : {1, 2, 4}) {
+        // The reference: the same backend stepped one position of every sample per forward(). (Eigen's
+        // prefill GEMM splits its columns by thread count, so the last bits may differ between counts.)
+        p.threads = threads;
+        const Out ref = stepped(m, tok, p, 1000.0);
+        auto backend = make_cpu_backend(*m, threads);
+        const int32_t T = m->cfg.n_ctx(), k = p.rows_kept * m->cfg.image_w;
+        std::vector<int32_t> out(size_t(p.n_samples) * size_t(T), -5);
+        std::vector<float> ent(out.size(), -1.0f);
+        std::vector<TokenChoice> top(out.size() * 3);
+        std::vector<int32_t> reported;
+        GenerateRequest rq;
+        rq.prompt = tok.data();
+        rq.n_kept = k;
+        rq.n_samples = p.n_samples;
+        rq.sampler = p.sampler;
+        rq.seed = p.seed;
+        rq.top_n = 3;
+        rq.tokens = out.data();
+        rq.entropy = ent.data();
+        rq.choices = top.data();
+        rq.progress_every = 5;
+        rq.on_progress = [&](int32_t filled) { reported.push_back(filled); };
+        const bool ran = backend->generate(rq);
+        CHECK(ran == (threads > 1));  // one thread: nothing to split, the caller steps through forward()
+        if (!ran) continue;
+        for (int32_t s = 0; s < p.n_samples; ++s)
+            for (int32_t pos = k; pos < T; ++pos) {
+                const size_t at = size_t(s) * T + size_t(pos);
+                REQUIRE(out[at] == ref.tokens[at]);
+                INFO("threads " << threads << " sample " << s << " pos " << pos << " of " << k);
+                REQUIRE(ent[at] == ref.entropy[at]);
+            }
+        // Progress: the first sampled position, then every 5 positions, then the end.
+        REQUIRE(!reported.empty());
+        CHECK(reported.front() == k + 1);
+        CHECK(reported.back() == T);
+        for (size_t i = 1; i < reported.size(); ++i) CHECK(reported[i] - reported[i - 1] == std::min(5, T - reported[i - 1]));
+    }
 }
 
 TEST_CASE("a stepped completion stops on cancel and keeps what it made", "[session][step]") {

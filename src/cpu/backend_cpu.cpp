@@ -3,10 +3,13 @@
 // Every intermediate activation has a name matching the reference (tests/ref/igpt_ref.py).
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <new>
 #if defined(__linux__) && !defined(__EMSCRIPTEN__)
@@ -129,7 +132,7 @@ public:
     void forward(const int32_t* tokens, int32_t batch, int32_t n, int32_t pos, float* logits,
                  bool all_positions) override {
         const auto& c = m_.cfg;
-        const int64_t C = c.width, H = c.hidden(), V = c.vocab, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
+        const int64_t C = c.width, H = c.hidden(), V = c.vocab, T = c.n_ctx();
         if (batch < 1 || batch > batch_) throw Error("forward: batch exceeds the reset() batch");
         if (n < 1 || pos < 0 || pos + n > T) throw Error("forward: positions out of range for n_ctx " + std::to_string(T));
         if (pos < shared_len_) unshare();  // about to overwrite positions that are shared
@@ -140,82 +143,91 @@ public:
         grow(att_, M * C);
         grow(tmp_, M * C);
         grow(fch_, M * H);
+        grow(sel_, int64_t(batch) * C);
 
-        // Embedding: x = (sos | wte[token]) + wpe[pos]   (M, C)
-        for (int64_t b = 0; b < batch; ++b)
-            for (int64_t i = 0; i < n; ++i) {
-                const int32_t tok = tokens[b * n + i];
-                const int64_t p = pos + i;
-                if (tok < -1 || tok >= V) throw Error("forward: token " + std::to_string(tok) + " out of range");
-                const float* e = tok < 0 ? w_.sos : w_.wte + int64_t(tok) * C;
-                float* xr = &x_[size_t((b * n + i) * C)];
-                for (int64_t j = 0; j < C; ++j) xr[j] = e[j] + w_.wpe[p * C + j];
-            }
+        for (int64_t b = 0; b < batch * n; ++b)
+            if (tokens[b] < -1 || tokens[b] >= V) throw Error("forward: token " + std::to_string(tokens[b]) + " out of range");
+        embed(tokens, 0, batch, n, pos);
+        pooled_batch_ = batch;
+        run_blocks(0, batch, batch, n, pos, all_positions, logits, &pool_, 0);
+    }
 
-        const float scale = 1.0f / std::sqrt(float(D));
-        for (int64_t l = 0; l < c.layers; ++l) {
-            const LayerParams& lw = w_.layers[size_t(l)];
-            float* kc = layer_cache(k_cache_, l);  // (batch_, NH, T, D)
-            float* vc = layer_cache(v_cache_, l);
+    // A whole completion, when its samples split across the threads (split_parts): a decode step of a few
+    // sequences on a small model is dozens of tiny products, and splitting each of them across the pool
+    // costs a hand-over per product (and a wait for the slowest thread). Here every thread runs the whole
+    // step, sampling included, for its own samples, for several positions between two hand-overs. Every row
+    // goes through the same kernels as in forward(), and each sample draws from its own generator, so the
+    // samples are the same to the bit as the session's step-by-step path gives.
+    bool generate(const GenerateRequest& rq) override {
+        const auto& c = m_.cfg;
+        const int32_t T = c.n_ctx(), V = c.vocab, N = rq.n_samples, k = rq.n_kept;
+        const int32_t parts = split_parts(N);
+        if (parts < 2 || k < 0 || k >= T) return false;
+        if (rq.prefill_chunk < 1 || !rq.tokens) throw Error("generate: bad request");
+        const auto t0 = std::chrono::steady_clock::now();
+        auto cancelled = [&] { return rq.cancelled && rq.cancelled(); };
+        reset(N);
+        // The prompt (positions 0..k: inputs sos, x0..x_{k-1}) once, in chunks; then position k of every
+        // sample from its logits, and the prompt's cache shared by all.
+        std::vector<int32_t> in(size_t(k) + 1);
+        in[0] = -1;
+        std::copy_n(rq.prompt, k, in.begin() + 1);
+        std::vector<float> logits(size_t(N) * size_t(V));
+        for (int32_t p = 0; p <= k; p += rq.prefill_chunk) {
+            if (cancelled()) return true;
+            forward(in.data() + p, 1, std::min(rq.prefill_chunk, k + 1 - p), p, logits.data(), false);
+        }
+        std::vector<Rng> rngs;
+        for (int32_t s = 0; s < N; ++s) rngs.emplace_back(sample_seed(rq.seed, s));
+        std::vector<SampleInfo> infos(static_cast<size_t>(N));
+        for (int32_t s = 0; s < N; ++s) take_sample(rq, T, V, s, k, logits.data(), rngs[size_t(s)], infos[size_t(s)]);
+        copy_cache(0, N, k + 1);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (rq.on_progress) rq.on_progress(k + 1);
 
-            rms_norm(x_.data(), lw.ln1_g, c.norm_eps, M, C, xn_.data());             // attn_norm (M, C)
-            pool_features(l, batch, n);
-            mm(xn_.data(), M, C, lw.qkv_w, l, 0, 3 * C, lw.qkv_b, qkv_.data());  // qkv (M, 3C)
-            // Cache layout (batch, head, T, D): each head's keys are one contiguous block to stream.
-            for (int64_t b = 0; b < batch; ++b)
-                for (int64_t i = 0; i < n; ++i) {
-                    const float* r = &qkv_[size_t((b * n + i) * 3 * C)];
-                    for (int64_t h = 0; h < NH; ++h) {
-                        std::memcpy(kc + ((b * NH + h) * T + pos + i) * D, r + C + h * D, size_t(D) * 4);
-                        std::memcpy(vc + ((b * NH + h) * T + pos + i) * D, r + 2 * C + h * D, size_t(D) * 4);
-                    }
-                }
-            // Causal attention per (sequence, head).   att (M, C)
-            // A decode step of sequences sharing a prompt runs one job per head for all of them, so that the
-            // prompt's keys and values are read once per step (GEMMs over the group) instead of once each.
-            const int64_t group = n == 1 && shared_len_ > 0 ? std::min<int64_t>(batch, shared_count_) : 0;
-            if (group > 1) {
-                pool_.parallel_for(
-                    NH, 1,
-                    [&](int64_t h0, int64_t h1, int32_t t) {
-                        for (int64_t h = h0; h < h1; ++h) {
-                            attend_group(l, h, group, pos, scale, scores_[size_t(t)]);
-                            for (int64_t b = group; b < batch; ++b) attend(l, b, h, n, pos, scale, scores_[size_t(t)]);
+        // Decode positions k+1 .. T-1, `every` of them per hand-over.
+        const int64_t C = c.width, H = c.hidden();
+        for (Buffer* b : {&x_, &xn_, &att_, &tmp_, &sel_}) grow(*b, N * C);
+        grow(qkv_, N * 3 * C);
+        grow(fch_, N * H);
+        pooled_batch_ = N;
+        const int32_t every = rq.progress_every > 0 ? rq.progress_every : 8;
+        std::vector<int32_t> step_in(static_cast<size_t>(N));
+        std::atomic<bool> stop{false};
+        int32_t done = k + 1;
+        while (done < T && !stop.load()) {
+            const int32_t end = std::min(T, done + every);
+            pool_.parallel_for(
+                parts, 1,
+                [&](int64_t q0, int64_t q1, int32_t t) {
+                    for (int64_t q = q0; q < q1; ++q) {
+                        const int32_t b0 = int32_t(N * q / parts), b1 = int32_t(N * (q + 1) / parts);
+                        for (int32_t pos = done; pos < end; ++pos) {
+                            if (cancelled()) {
+                                stop.store(true);
+                                return;
+                            }
+                            for (int32_t b = b0; b < b1; ++b) step_in[size_t(b)] = rq.tokens[size_t(b) * T + pos - 1];
+                            embed(step_in.data(), b0, b1, 1, pos);
+                            run_blocks(b0, b1, N, 1, pos, false, logits.data(), nullptr, t);
+                            for (int32_t b = b0; b < b1; ++b)
+                                take_sample(rq, T, V, b, pos, logits.data() + size_t(b) * V, rngs[size_t(b)],
+                                            infos[size_t(b)]);
                         }
-                    },
-                    kAttendChunks);
-            } else {
-                pool_.parallel_for(
-                    int64_t(batch) * NH, 1,
-                    [&](int64_t j0, int64_t j1, int32_t t) {
-                        for (int64_t j = j0; j < j1; ++j)
-                            attend(l, j % batch, j / batch, n, pos, scale, scores_[size_t(t)]);
-                    },
-                    kAttendChunks);
-            }
-            mm(att_.data(), M, C, lw.proj_w, l, 1, C, lw.proj_b, tmp_.data());  // attn_out (M, C)
-            add_inplace(x_.data(), tmp_.data(), M * C);                                 // x += attn_out
-            rms_norm(x_.data(), lw.ln2_g, c.norm_eps, M, C, xn_.data());                // mlp_norm (M, C)
-            mm(xn_.data(), M, C, lw.fc_w, l, 2, H, lw.fc_b, fch_.data());      // mlp_fc (M, H)
-            pool_.parallel_for(M * H, 4096, [&](int64_t a, int64_t e, int32_t) { quick_gelu(&fch_[size_t(a)], e - a); });
-            mm(fch_.data(), M, H, lw.mproj_w, l, 3, C, lw.mproj_b, tmp_.data());  // mlp_out (M, C)
-            add_inplace(x_.data(), tmp_.data(), M * C);                                    // x += mlp_out
+                    }
+                },
+                1);
+            if (stop.load()) break;
+            done = end;
+            if (rq.on_progress) rq.on_progress(done);
         }
-
-        // Final norm and head, for every position or the last one of each sequence.   logits (rows, V)
-        const int64_t rows = all_positions ? M : batch;
-        grow(sel_, rows * C);
-        if (all_positions) {
-            rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
-            pool_features(c.layers, batch, n);
-            mm(xn_.data(), M, C, w_.head_w, c.layers, 0, V, nullptr, logits);
-        } else {
-            rms_norm(x_.data(), w_.lnf_g, c.norm_eps, M, C, xn_.data());
-            pool_features(c.layers, batch, n);
-            for (int64_t b = 0; b < batch; ++b)
-                std::memcpy(&sel_[size_t(b * C)], &xn_[size_t((b * n + n - 1) * C)], size_t(C) * 4);
-            mm(sel_.data(), batch, C, w_.head_w, c.layers, 0, V, nullptr, logits);
+        if (rq.stats) {
+            const auto t2 = std::chrono::steady_clock::now();
+            rq.stats->prefill_s = std::chrono::duration<double>(t1 - t0).count();
+            rq.stats->decode_s = std::chrono::duration<double>(t2 - t1).count();
+            rq.stats->steps = done - (k + 1);
         }
+        return true;
     }
 
     // Sequences that start from one prompt share its cache: nothing is copied; their attention reads
@@ -241,26 +253,129 @@ public:
     }
 
 private:
+    // How many parts (one per thread) the samples of a completion split into for generate(): up to
+    // kPanelRows of them (so that a part's products take the same panel kernels as the whole batch's), on
+    // models whose weights stay in the last-level cache (then each part re-reading them costs little;
+    // larger models stream them from memory, better once for all samples). 1: no split.
+    int32_t split_parts(int32_t samples) const {
+        if (samples < 2 || samples > kPanelRows || pool_.size() < 2 || !kHavePanels) return 1;
+        if (weight_bytes_ > kSplitMaxWeightBytes) return 1;
+        return std::min(samples, pool_.size());
+    }
+
+    // x = (sos | wte[token]) + wpe[pos]   for the rows of sequences [b0, b1) (tokens: (batch, n), checked)
+    void embed(const int32_t* tokens, int64_t b0, int64_t b1, int64_t n, int64_t pos) {
+        const int64_t C = m_.cfg.width;
+        for (int64_t b = b0; b < b1; ++b)
+            for (int64_t i = 0; i < n; ++i) {
+                const int32_t tok = tokens[b * n + i];
+                const float* e = tok < 0 ? w_.sos : w_.wte + int64_t(tok) * C;
+                const float* pe = w_.wpe + (pos + i) * C;
+                float* xr = &x_[size_t((b * n + i) * C)];
+                for (int64_t j = 0; j < C; ++j) xr[j] = e[j] + pe[j];
+            }
+    }
+
+    // Runs fn(begin, end, thread) over [0, n): across `pool`, or all of it on this thread (t) without one.
+    static void run_on(ThreadPool* pool, int32_t t, int64_t n, int64_t grain, int32_t chunks,
+                       const std::function<void(int64_t, int64_t, int32_t)>& fn) {
+        if (pool) pool->parallel_for(n, grain, fn, chunks);
+        else fn(0, n, t);
+    }
+
+    // The blocks, the final norm and the head for sequences [b0, b1) of a forward() call of `batch`
+    // sequences x n positions whose embeddings are in x_; products split across `pool`, or all on this thread
+    // (index t, for its scratch buffers) when pool is null.
+    void run_blocks(int64_t b0, int64_t b1, int64_t batch, int64_t n, int64_t pos, bool all_positions, float* logits,
+                    ThreadPool* pool, int32_t t) {
+        const auto& c = m_.cfg;
+        const int64_t C = c.width, H = c.hidden(), V = c.vocab, T = c.n_ctx(), D = c.head_dim(), NH = c.heads;
+        const int64_t r0 = b0 * n, M = (b1 - b0) * n, nb = b1 - b0;  // this part's rows of the (batch * n) rows
+        float* x = &x_[size_t(r0 * C)];
+        float* xn = &xn_[size_t(r0 * C)];
+        float* qkv = &qkv_[size_t(r0 * 3 * C)];
+        float* att = &att_[size_t(r0 * C)];
+        float* tmp = &tmp_[size_t(r0 * C)];
+        float* fch = &fch_[size_t(r0 * H)];
+        const float scale = 1.0f / std::sqrt(float(D));
+        // A decode step of sequences sharing a prompt runs one job per head for all of them (attend_group),
+        // so that the prompt's keys and values are read once per step (GEMMs over the group) instead of once
+        // each. Those of this part: [g0, g1).
+        const int64_t group = n == 1 && shared_len_ > 0 ? std::min<int64_t>(batch, shared_count_) : 0;
+        const int64_t g0 = group > 1 ? std::min(b0, group) : 0, g1 = group > 1 ? std::min(b1, group) : 0;
+        for (int64_t l = 0; l < c.layers; ++l) {
+            const LayerParams& lw = w_.layers[size_t(l)];
+            float* kc = layer_cache(k_cache_, l);  // (batch_, NH, T, D)
+            float* vc = layer_cache(v_cache_, l);
+
+            rms_norm(x, lw.ln1_g, c.norm_eps, M, C, xn);  // attn_norm (M, C)
+            pool_features(l, b0, b1, n);
+            mm(xn, M, C, lw.qkv_w, l, 0, 3 * C, lw.qkv_b, qkv, pool);  // qkv (M, 3C)
+            // Cache layout (batch, head, T, D): each head's keys are one contiguous block to stream.
+            for (int64_t b = b0; b < b1; ++b)
+                for (int64_t i = 0; i < n; ++i) {
+                    const float* r = &qkv_[size_t((b * n + i) * 3 * C)];
+                    for (int64_t h = 0; h < NH; ++h) {
+                        std::memcpy(kc + ((b * NH + h) * T + pos + i) * D, r + C + h * D, size_t(D) * 4);
+                        std::memcpy(vc + ((b * NH + h) * T + pos + i) * D, r + 2 * C + h * D, size_t(D) * 4);
+                    }
+                }
+            // Causal attention per (sequence, head).   att (M, C)
+            if (g1 > g0) {
+                run_on(pool, t, NH, 1, kAttendChunks, [&](int64_t h0, int64_t h1, int32_t tt) {
+                    for (int64_t h = h0; h < h1; ++h) {
+                        attend_group(l, h, g0, g1, pos, scale, scores_[size_t(tt)]);
+                        for (int64_t b = g1; b < b1; ++b) attend(l, b, h, n, pos, scale, scores_[size_t(tt)]);
+                    }
+                });
+            } else {
+                run_on(pool, t, nb * NH, 1, kAttendChunks, [&](int64_t j0, int64_t j1, int32_t tt) {
+                    for (int64_t j = j0; j < j1; ++j)
+                        attend(l, b0 + j % nb, j / nb, n, pos, scale, scores_[size_t(tt)]);
+                });
+            }
+            mm(att, M, C, lw.proj_w, l, 1, C, lw.proj_b, tmp, pool);  // attn_out (M, C)
+            add_inplace(x, tmp, M * C);                              // x += attn_out
+            rms_norm(x, lw.ln2_g, c.norm_eps, M, C, xn);             // mlp_norm (M, C)
+            mm(xn, M, C, lw.fc_w, l, 2, H, lw.fc_b, fch, pool);      // mlp_fc (M, H)
+            run_on(pool, t, M * H, 4096, 2, [&](int64_t a, int64_t e, int32_t) { quick_gelu(fch + a, e - a); });
+            mm(fch, M, H, lw.mproj_w, l, 3, C, lw.mproj_b, tmp, pool);  // mlp_out (M, C)
+            add_inplace(x, tmp, M * C);                                 // x += mlp_out
+        }
+
+        // Final norm and head, for every position or the last one of each sequence.   logits (rows, V)
+        rms_norm(x, w_.lnf_g, c.norm_eps, M, C, xn);
+        pool_features(c.layers, b0, b1, n);
+        if (all_positions) {
+            mm(xn, M, C, w_.head_w, c.layers, 0, V, nullptr, logits + r0 * V, pool);
+        } else {
+            float* sel = &sel_[size_t(b0 * C)];
+            for (int64_t b = b0; b < b1; ++b)
+                std::memcpy(&sel_[size_t(b * C)], &xn_[size_t((b * n + n - 1) * C)], size_t(C) * 4);
+            mm(sel, nb, C, w_.head_w, c.layers, 0, V, nullptr, logits + b0 * V, pool);
+        }
+    }
+
     // Y = X · W^T (+ bias) for matrix `which` (qkv, proj, fc, mproj) of layer l (l == L: the head, which 0):
     // a few rows (decode steps) from the panel copy, more (prefill) through Eigen's GEMM on W.
     void mm(const float* X, int64_t M, int64_t K, const float* W, int64_t l, int which, int64_t N, const float* bias,
-            float* Y) {
+            float* Y, ThreadPool* pool) {
 #if IGPT_HAVE_PANELS
         if (M <= kPanelRows) {
             const size_t at = panel_at_[size_t(l * 4 + which)];
 #if IGPT_HAVE_F16_PANELS
             if (panels16_) {
-                matmul_panels(X, K, M, K, panels16_.data() + at, N, bias, Y, N, &pool_);
+                matmul_panels(X, K, M, K, panels16_.data() + at, N, bias, Y, N, pool);
                 return;
             }
 #endif
-            matmul_panels(X, K, M, K, panels_.data() + at, N, bias, Y, N, &pool_);
+            matmul_panels(X, K, M, K, panels_.data() + at, N, bias, Y, N, pool);
             return;
         }
 #else
         (void)l, (void)which;
 #endif
-        matmul_nt(X, M, K, W, N, bias, Y, &pool_);
+        matmul_nt(X, M, K, W, N, bias, Y, pool);
     }
 #if IGPT_HAVE_PANELS
     // Decode steps stream every weight matrix once per token: keep a copy of each in the panel layout
@@ -287,6 +402,7 @@ private:
         else
 #endif
             panels_.allocate(total);
+        weight_bytes_ = total * (half ? 2 : 4);
         pool_.parallel_for(int64_t(mats.size()), 1, [&](int64_t i0, int64_t i1, int32_t) {
             for (int64_t i = i0; i < i1; ++i) {
                 const Mat& m = mats[size_t(i)];
@@ -302,6 +418,9 @@ private:
     }
 #endif
     static constexpr int64_t kPanelRows = 16;
+    static constexpr bool kHavePanels = IGPT_HAVE_PANELS;
+    // Decode steps split by sequence (split_parts) up to this many bytes of weight panels.
+    static constexpr size_t kSplitMaxWeightBytes = size_t(8) << 20;
     // Attention jobs (a head, or a sequence's head) in up to 8 chunks a thread: they stream the KV cache,
     // and an uneven last chunk would leave a thread waiting.
     static constexpr int32_t kAttendChunks = 8;
@@ -333,33 +452,36 @@ private:
             values(S.data(), tk, vc, P, tk, nb, D, o, C, P > 0);
         }
     }
-    // One decode position (pos) of sequences [0, G), which share keys [0, P) with the prompt's sequence:
+    // One decode position (pos) of sequences [g0, g1), which share keys [0, P) with the prompt's sequence:
     // scores and values over the shared part as (G, D) x (D, P) products, the rest per sequence.
-    void attend_group(int64_t l, int64_t h, int64_t G, int64_t pos, float scale, Buffer& S) {
+    void attend_group(int64_t l, int64_t h, int64_t g0, int64_t g1, int64_t pos, float scale, Buffer& S) {
         const auto& c = m_.cfg;
-        const int64_t C = c.width, D = c.head_dim();
-        const int64_t P = shared_len_, tk = pos + 1;
-        const float* Q = &qkv_[size_t(h * D)];  // sequence b's query at row b, stride 3C
-        float* O = &att_[size_t(h * D)];        // row b, stride C
-        if (S.size() < size_t(G * tk)) S.resize(size_t(G * tk));
+        const int64_t C = c.width, D = c.head_dim(), G = g1 - g0;
+        // Score rows start on 64-byte boundaries: the native softmax (Eigen) handles a row's unaligned head
+        // apart, so a row's result would depend on where in the group its sequence sits (and generate(),
+        // which splits the group across threads, would not give forward()'s logits to the bit).
+        const int64_t P = shared_len_, tk = pos + 1, ts = (tk + 15) / 16 * 16;
+        const float* Q = &qkv_[size_t(g0 * 3 * C + h * D)];  // sequence g0 + b's query at row b, stride 3C
+        float* O = &att_[size_t(g0 * C + h * D)];             // row b, stride C
+        if (S.size() < size_t(G * ts)) S.resize(size_t(G * ts));
 #if IGPT_HAVE_PANELS
         // S[:, 0:P) = Q · K^T, from the prompt's keys in panels: one contiguous stream for the whole group
-        matmul_panels(Q, 3 * C, G, D, shared_panels(l, h, 0), P, nullptr, S.data(), tk, nullptr);
+        matmul_panels(Q, 3 * C, G, D, shared_panels(l, h, 0), P, nullptr, S.data(), ts, nullptr);
 #else
-        scores(Q, 3 * C, head_cache(k_cache_, l, shared_src_, h), 0, P, G, D, S.data(), tk);
+        scores(Q, 3 * C, head_cache(k_cache_, l, shared_src_, h), 0, P, G, D, S.data(), ts);
 #endif
         for (int64_t b = 0; b < G; ++b) {
-            float* row = S.data() + b * tk;
-            scores(Q + b * 3 * C, 3 * C, head_cache(k_cache_, l, b, h), P, tk, 1, D, row, tk);
+            float* row = S.data() + b * ts;
+            scores(Q + b * 3 * C, 3 * C, head_cache(k_cache_, l, g0 + b, h), P, tk, 1, D, row, ts);
             softmax_scaled(row, tk, tk, scale);
         }
 #if IGPT_HAVE_PANELS
-        matmul_panels(S.data(), tk, G, P, shared_panels(l, h, 1), D, nullptr, O, C, nullptr);  // O = S[:, 0:P) · V
+        matmul_panels(S.data(), ts, G, P, shared_panels(l, h, 1), D, nullptr, O, C, nullptr);  // O = S[:, 0:P) · V
 #else
-        values(S.data(), tk, head_cache(v_cache_, l, shared_src_, h), 0, P, G, D, O, C, false);
+        values(S.data(), ts, head_cache(v_cache_, l, shared_src_, h), 0, P, G, D, O, C, false);
 #endif
         for (int64_t b = 0; b < G; ++b)
-            values(S.data() + b * tk, tk, head_cache(v_cache_, l, b, h), P, tk, 1, D, O + b * C, C, true);
+            values(S.data() + b * ts, ts, head_cache(v_cache_, l, g0 + b, h), P, tk, 1, D, O + b * C, C, true);
     }
     // S[:, k0:k1) = Q · K[k0:k1)^T and O (+)= P[:, k0:k1) · V[k0:k1): the streaming kernels for a few query
     // rows (decode) and in the browser build, Eigen's blocked GEMM for prefill blocks.
@@ -437,12 +559,11 @@ private:
         const auto& c = m_.cfg;
         return layer_cache(cache, l) + (b * c.heads + h) * int64_t(c.n_ctx()) * c.head_dim();
     }
-    // Mean over this call's positions of the normalised block input (xn_), per sequence.
-    void pool_features(int64_t layer, int32_t batch, int32_t n) {
+    // Mean over this call's positions of the normalised block input (xn_), for sequences [b0, b1).
+    void pool_features(int64_t layer, int64_t b0, int64_t b1, int64_t n) {
         const int64_t C = m_.cfg.width;
-        pooled_batch_ = batch;
         float* dst = &pooled_[size_t(layer) * size_t(batch_) * size_t(C)];
-        for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t b = b0; b < b1; ++b) {
             float* o = dst + b * C;
             std::fill(o, o + C, 0.0f);
             for (int64_t i = 0; i < n; ++i) {
@@ -467,6 +588,7 @@ private:
     RawBuffer<uint16_t> panels16_;                // in half precision for an f16 model file
 #endif
     std::vector<size_t> panel_at_;                // where matrix (layer, which) starts
+    size_t weight_bytes_ = 0;                     // of the panels
     std::vector<Buffer> scores_;                 // attention scores, one buffer per thread
 };
 

@@ -248,9 +248,32 @@ void matmul_panels(const float* X, int64_t ldx, int64_t M, int64_t K, const floa
 
 // S[n, tk] (row stride lds) = Q[n, D] · K[tk, D]^T, rows of Q and K strided (ldq, ldk). Single-threaded:
 // the backend already runs one (sequence, head) per thread.
+// A decode query row (D a multiple of 4, one head's 32 or 64 features) takes its keys four at a time, each a
+// chain over D, reduced together by one transpose-add; longer or odd rows go through matmul_cols.
 void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64_t n, int64_t tk, int64_t D, float* S,
                  int64_t lds) {
-    matmul_cols(Q, ldq, n, D, K, ldk, nullptr, S, lds, 0, tk);
+    if (n > 4 || D % 4 != 0) {
+        matmul_cols(Q, ldq, n, D, K, ldk, nullptr, S, lds, 0, tk);
+        return;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        const float* q = Q + i * ldq;
+        float* s = S + i * lds;
+        int64_t j = 0;
+        for (; j + 4 <= tk; j += 4) {
+            const float* k0 = K + j * ldk;
+            v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t d = 0; d < D; d += 4) {
+                const v128_t x = wasm_v128_load(q + d);
+                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(x, wasm_v128_load(k0 + d)));
+                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(x, wasm_v128_load(k0 + ldk + d)));
+                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(x, wasm_v128_load(k0 + 2 * ldk + d)));
+                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(x, wasm_v128_load(k0 + 3 * ldk + d)));
+            }
+            wasm_v128_store(s + j, hsum4(a0, a1, a2, a3));
+        }
+        if (j < tk) matmul_cols(q, ldq, 1, D, K, ldk, nullptr, s, lds, j, tk);
+    }
 }
 
 // O[n, D] (row stride ldo) (+)= P[n, tk] (row stride ldp) · V[tk, D] (row stride ldv): every output row is a
@@ -312,9 +335,13 @@ namespace {
 // polynomial for e^r, 2^n built in the exponent bits. The same range reduction and coefficients as
 // Cephes' expf (what Eigen's vectorised exp uses natively), ~1 ulp; inputs clamped to the finite range.
 inline v128_t exp4(v128_t x) {
-    x = wasm_f32x4_min(wasm_f32x4_max(x, wasm_f32x4_splat(-87.33654f)), wasm_f32x4_splat(88.37626f));
-    const v128_t fx = wasm_f32x4_floor(wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)),
-                                                      wasm_f32x4_splat(0.5f)));
+    // pmin/pmax are one instruction each on x86 (min/max's NaN and signed-zero rules take several).
+    x = wasm_f32x4_pmin(wasm_f32x4_pmax(x, wasm_f32x4_splat(-87.33654f)), wasm_f32x4_splat(88.37626f));
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick: t's low mantissa bits hold n (two's complement), so
+    // neither a floor nor a float-to-int conversion (several instructions under V8) is needed.
+    const v128_t magic = wasm_f32x4_splat(12582912.0f);
+    const v128_t t = wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(1.44269504088896341f)), magic);
+    const v128_t fx = wasm_f32x4_sub(t, magic);
     x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, wasm_f32x4_splat(0.693359375f)));
     x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, wasm_f32x4_splat(-2.12194440e-4f)));
     v128_t y = wasm_f32x4_splat(1.9875691500e-4f);
@@ -325,8 +352,7 @@ inline v128_t exp4(v128_t x) {
     y = wasm_f32x4_add(wasm_f32x4_mul(y, x), wasm_f32x4_splat(5.0000001201e-1f));
     y = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(y, wasm_f32x4_mul(x, x)), x), wasm_f32x4_splat(1.0f));
     // 2^n: n in [-126, 127] after the clamp, so (n + 127) << 23 is a normal float's exponent field.
-    const v128_t n = wasm_i32x4_trunc_sat_f32x4(fx);
-    const v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(n, wasm_i32x4_splat(127)), 23);
+    const v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127 - 0x4B400000)), 23);
     return wasm_f32x4_mul(y, pow2n);
 }
 
@@ -343,20 +369,30 @@ void softmax_scaled(float* row, int64_t valid, int64_t n, float scale) {
     int64_t k = 0;
     if (valid >= 4) {  // max is exact: the order does not matter
         v128_t mv = wasm_v128_load(row);
-        for (k = 4; k + 4 <= valid; k += 4) mv = wasm_f32x4_max(mv, wasm_v128_load(row + k));
-        mv = wasm_f32x4_max(mv, wasm_i32x4_shuffle(mv, mv, 2, 3, 0, 1));
-        mv = wasm_f32x4_max(mv, wasm_i32x4_shuffle(mv, mv, 1, 0, 3, 2));
+        for (k = 4; k + 4 <= valid; k += 4) mv = wasm_f32x4_pmax(mv, wasm_v128_load(row + k));
+        mv = wasm_f32x4_pmax(mv, wasm_i32x4_shuffle(mv, mv, 2, 3, 0, 1));
+        mv = wasm_f32x4_pmax(mv, wasm_i32x4_shuffle(mv, mv, 1, 0, 3, 2));
         mx = wasm_f32x4_extract_lane(mv, 0);
     }
     for (; k < valid; ++k) mx = std::max(mx, row[k]);
     mx *= scale;  // scale > 0: max(scale * x) = scale * max(x), rounding included
     const v128_t s4 = wasm_f32x4_splat(scale), m4 = wasm_f32x4_splat(mx);
-    v128_t acc = wasm_f32x4_splat(0);
-    for (k = 0; k + 4 <= valid; k += 4) {
+    // Two vectors a step, two sums: the exponentials' long dependency chains overlap.
+    v128_t acc = wasm_f32x4_splat(0), acc2 = acc;
+    for (k = 0; k + 8 <= valid; k += 8) {
+        const v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(row + k), s4), m4));
+        const v128_t e2 = exp4(wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(row + k + 4), s4), m4));
+        wasm_v128_store(row + k, e);
+        wasm_v128_store(row + k + 4, e2);
+        acc = wasm_f32x4_add(acc, e);
+        acc2 = wasm_f32x4_add(acc2, e2);
+    }
+    for (; k + 4 <= valid; k += 4) {
         const v128_t e = exp4(wasm_f32x4_sub(wasm_f32x4_mul(wasm_v128_load(row + k), s4), m4));
         wasm_v128_store(row + k, e);
         acc = wasm_f32x4_add(acc, e);
     }
+    acc = wasm_f32x4_add(acc, acc2);
     float sum = hsum(acc);
     for (; k < valid; ++k) sum += (row[k] = exp1(row[k] * scale - mx));
     const v128_t inv = wasm_f32x4_splat(1.0f / sum);

@@ -92,9 +92,9 @@ void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P
         };
         switch (rows) {
             case 1: run(panel_tile<1, 4, WT>, 4); run(panel_tile<1, 1, WT>, 1); break;
-            case 2: run(panel_tile<2, 2, WT>, 2); run(panel_tile<2, 1, WT>, 1); break;
+            case 2: run(panel_tile<2, 4, WT>, 4); run(panel_tile<2, 1, WT>, 1); break;
             case 3: run(panel_tile<3, 2, WT>, 2); run(panel_tile<3, 1, WT>, 1); break;
-            case 4: run(panel_tile<4, 1, WT>, 1); break;
+            case 4: run(panel_tile<4, 2, WT>, 2); run(panel_tile<4, 1, WT>, 1); break;
             case 5: run(panel_tile<5, 1, WT>, 1); break;
             case 6: run(panel_tile<6, 1, WT>, 1); break;
             case 7: run(panel_tile<7, 1, WT>, 1); break;

@@ -236,7 +236,7 @@ void register_bench(CLI::App& app) {
         rq.stats = &st;
         double best_gen = 1e9;
         bool generated = false;
-        for (int r = 0; r <= std::max(2, o->repeats) && k < T; ++r) {
+        for (int r = 0; gpu && r <= std::max(2, o->repeats) && k < T; ++r) {
             auto t1 = Clock::now();
             if (!backend->generate(rq)) break;
             generated = true;
