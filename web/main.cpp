@@ -35,7 +35,7 @@ struct Frame {
     double saved_at = 0;
     // Drawing on demand: what the last drawn frame showed, and when.
     uint64_t drawn_lists = 0, drawn_textures = ~uint64_t(0);
-    double drawn_at = -1e9;
+    double drawn_at = -1e9, built_at = -1e9;
     int32_t input_frames = 0;     // frames still drawn at display rate after the last input event
     double paced_ms = 0;          // least time between two frames that no input caused (0: display rate)
 };
@@ -393,6 +393,14 @@ void frame(void* arg) {
     // ones are uploaded only in a frame that is drawn.
     if (a.tex.samples.size() != a.results.size()) upload_results(a);
 
+    // On software WebGL a frame that no input asks for is not even built more often than it may be drawn
+    // (every paced_ms): building one costs the main thread a few milliseconds that a completion's threads
+    // need (a batch of 8 samples of the tiny model took 1.6-1.8 s with a frame built at every display
+    // refresh, 1.3-1.5 s with one in four).
+    const double now = igpt_web::now_ms();
+    if (f.paced_ms > 0 && f.input_frames == 0 && now - f.built_at < f.paced_ms) return;
+    f.built_at = now;
+
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplSDL2_NewFrame();
     ImGui::NewFrame();
@@ -405,9 +413,11 @@ void frame(void* arg) {
 
     ImGui::SetNextWindowPos(ImVec2(0, 0));
     ImGui::SetNextWindowSize(io.DisplaySize);
+    // No background: glClear paints the window's colour, and on software WebGL every full-canvas pass
+    // (here a blended quad over the clear) costs the CPU milliseconds a frame.
     ImGui::Begin("igpt", nullptr,
                  ImGuiWindowFlags_NoDecoration | ImGuiWindowFlags_NoMove | ImGuiWindowFlags_NoBringToFrontOnFocus |
-                     ImGuiWindowFlags_NoSavedSettings);
+                     ImGuiWindowFlags_NoSavedSettings | ImGuiWindowFlags_NoBackground);
     const bool narrow = io.DisplaySize.x < 720;  // phones: controls above the images
     const float status_h = ImGui::GetFrameHeightWithSpacing();
     if (!a.embed) {
@@ -442,14 +452,14 @@ void frame(void* arg) {
     ImGui::Render();
     // Draw only a changed frame (nothing drawn: the canvas keeps showing the last one); changes without
     // input at most every paced_ms.
-    const double now = igpt_web::now_ms();
     const uint64_t lists = draw_signature(ImGui::GetDrawData());
     const bool tiles = std::any_of(a.results.begin(), a.results.end(), [](const auto& r) { return r.dirty; });
     const bool changed = lists != f.drawn_lists || igpt_web::texture_changes() != f.drawn_textures || tiles;
     if (f.input_frames > 0 || (changed && now - f.drawn_at >= f.paced_ms)) {
         upload_results(a);
         glViewport(0, 0, int(io.DisplaySize.x), int(io.DisplaySize.y));
-        glClearColor(0.08f, 0.08f, 0.1f, 1.0f);
+        const ImVec4 bg = ImGui::GetStyleColorVec4(ImGuiCol_WindowBg);  // the colour of the frame's window
+        glClearColor(bg.x * bg.w, bg.y * bg.w, bg.z * bg.w, 1.0f);
         glClear(GL_COLOR_BUFFER_BIT);
         ImGui_ImplOpenGL3_RenderDrawData(ImGui::GetDrawData());
         SDL_GL_SwapWindow(f.window);
@@ -483,6 +493,8 @@ int main() {
     SDL_GL_SetAttribute(SDL_GL_CONTEXT_MAJOR_VERSION, 3);
     SDL_GL_SetAttribute(SDL_GL_CONTEXT_MINOR_VERSION, 0);
     SDL_GL_SetAttribute(SDL_GL_DOUBLEBUFFER, 1);
+    SDL_GL_SetAttribute(SDL_GL_DEPTH_SIZE, 0);  // ImGui draws in 2D: no depth or stencil buffer to keep
+    SDL_GL_SetAttribute(SDL_GL_STENCIL_SIZE, 0);
     static Frame f;  // lives for the page's lifetime; the main loop below never returns
     f.window = SDL_CreateWindow("igpt", SDL_WINDOWPOS_CENTERED, SDL_WINDOWPOS_CENTERED, 1280, 800,
                                 SDL_WINDOW_OPENGL | SDL_WINDOW_RESIZABLE);
