@@ -126,8 +126,8 @@ TEST_CASE("the CPU backend's generate() splits the samples across its threads an
         for (int32_t s = 0; s < p.n_samples; ++s)
             for (int32_t pos = k; pos < T; ++pos) {
                 const size_t at = size_t(s) * T + size_t(pos);
+                INFO("threads " << threads << ", sample " << s << ", position " << pos << " (" << k << " kept)");
                 REQUIRE(out[at] == ref.tokens[at]);
-                INFO("threads " << threads << " sample " << s << " pos " << pos << " of " << k);
                 REQUIRE(ent[at] == ref.entropy[at]);
             }
         // Progress: the first sampled position, then every 5 positions, then the end.
