@@ -74,9 +74,10 @@ public:
     // the backend does not support it.
     virtual bool pooled_features(int32_t layer, float* out) { (void)layer; (void)out; return false; }
 
-    // Optional: runs a whole completion on the backend's own device (sampling there too, no host round trip
-    // per token). Returns false, having done nothing, when the backend does not support it; then the caller
-    // samples on the host around forward(). Forgets the KV cache like reset().
+    // Optional: runs a whole completion by itself, sampling included: CUDA on the GPU (no host round trip
+    // per token); the CPU when the samples split across its threads (each thread then runs whole decode
+    // steps for its own samples). Returns false, having done nothing, when the backend does not do this
+    // request; then the caller samples on the host around forward(). Forgets the KV cache like reset().
     virtual bool generate(const GenerateRequest& req) { (void)req; return false; }
 };
 
