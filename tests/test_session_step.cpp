@@ -98,43 +98,47 @@ TEST_CASE("the CPU backend's generate() splits the samples across its threads an
     p.top_n = 3;
     p.sampler.top_k = 40;
     for (int32_t threads : {1, 2, 4}) {
-        // The reference: the same backend stepped one position of every sample per forward(). (Eigen's
-        // prefill GEMM splits its columns by thread count, so the last bits may differ between counts.)
-        p.threads = threads;
-        const Out ref = stepped(m, tok, p, 1000.0);
-        auto backend = make_cpu_backend(*m, threads);
-        const int32_t T = m->cfg.n_ctx(), k = p.rows_kept * m->cfg.image_w;
-        std::vector<int32_t> out(size_t(p.n_samples) * size_t(T), -5);
-        std::vector<float> ent(out.size(), -1.0f);
-        std::vector<TokenChoice> top(out.size() * 3);
-        std::vector<int32_t> reported;
-        GenerateRequest rq;
-        rq.prompt = tok.data();
-        rq.n_kept = k;
-        rq.n_samples = p.n_samples;
-        rq.sampler = p.sampler;
-        rq.seed = p.seed;
-        rq.top_n = 3;
-        rq.tokens = out.data();
-        rq.entropy = ent.data();
-        rq.choices = top.data();
-        rq.progress_every = 5;
-        rq.on_progress = [&](int32_t filled) { reported.push_back(filled); };
-        const bool ran = backend->generate(rq);
-        CHECK(ran == (threads > 1));  // one thread: nothing to split, the caller steps through forward()
-        if (!ran) continue;
-        for (int32_t s = 0; s < p.n_samples; ++s)
-            for (int32_t pos = k; pos < T; ++pos) {
-                const size_t at = size_t(s) * T + size_t(pos);
-                INFO("threads " << threads << ", sample " << s << ", position " << pos << " (" << k << " kept)");
-                REQUIRE(out[at] == ref.tokens[at]);
-                REQUIRE(ent[at] == ref.entropy[at]);
-            }
-        // Progress: the first sampled position, then every 5 positions, then the end.
-        REQUIRE(!reported.empty());
-        CHECK(reported.front() == k + 1);
-        CHECK(reported.back() == T);
-        for (size_t i = 1; i < reported.size(); ++i) CHECK(reported[i] - reported[i - 1] == std::min(5, T - reported[i - 1]));
+        for (int32_t rows : {2, 0}) {  // 0: unconditional samples (the shared "prompt" is the sos position)
+            p.rows_kept = rows;
+            // The reference: the same backend stepped one position of every sample per forward(). (Eigen's
+            // prefill GEMM splits its columns by thread count, so the last bits may differ between counts.)
+            p.threads = threads;
+            const Out ref = stepped(m, tok, p, 1000.0);
+            auto backend = make_cpu_backend(*m, threads);
+            const int32_t T = m->cfg.n_ctx(), k = p.rows_kept * m->cfg.image_w;
+            std::vector<int32_t> out(size_t(p.n_samples) * size_t(T), -5);
+            std::vector<float> ent(out.size(), -1.0f);
+            std::vector<TokenChoice> top(out.size() * 3);
+            std::vector<int32_t> reported;
+            GenerateRequest rq;
+            rq.prompt = tok.data();
+            rq.n_kept = k;
+            rq.n_samples = p.n_samples;
+            rq.sampler = p.sampler;
+            rq.seed = p.seed;
+            rq.top_n = 3;
+            rq.tokens = out.data();
+            rq.entropy = ent.data();
+            rq.choices = top.data();
+            rq.progress_every = 5;
+            rq.on_progress = [&](int32_t filled) { reported.push_back(filled); };
+            const bool ran = backend->generate(rq);
+            CHECK(ran == (threads > 1));  // one thread: nothing to split, the caller steps through forward()
+            if (!ran) continue;
+            for (int32_t s = 0; s < p.n_samples; ++s)
+                for (int32_t pos = k; pos < T; ++pos) {
+                    const size_t at = size_t(s) * T + size_t(pos);
+                    INFO("threads " << threads << ", sample " << s << ", position " << pos << " (" << k << " kept)");
+                    REQUIRE(out[at] == ref.tokens[at]);
+                    REQUIRE(ent[at] == ref.entropy[at]);
+                }
+            // Progress: the first sampled position, then every 5 positions, then the end.
+            REQUIRE(!reported.empty());
+            CHECK(reported.front() == k + 1);
+            CHECK(reported.back() == T);
+            for (size_t i = 1; i < reported.size(); ++i)
+                CHECK(reported[i] - reported[i - 1] == std::min(5, T - reported[i - 1]));
+        }
     }
 }
 
