@@ -33,9 +33,9 @@ struct Frame {
     App app;
     std::string saved_settings;  // last JSON handed to the page (URL + localStorage)
     double saved_at = 0;
-    // Drawing on demand: what the last drawn frame showed, and when.
+    // Drawing on demand: what the last drawn frame showed, and when the last frame was built.
     uint64_t drawn_lists = 0, drawn_textures = ~uint64_t(0);
-    double drawn_at = -1e9, built_at = -1e9;
+    double built_at = -1e9;
     int32_t input_frames = 0;     // frames still drawn at display rate after the last input event
     double paced_ms = 0;          // least time between two frames that no input caused (0: display rate)
 };
@@ -451,11 +451,11 @@ void frame(void* arg) {
 
     ImGui::Render();
     // Draw only a changed frame (nothing drawn: the canvas keeps showing the last one); changes without
-    // input at most every paced_ms.
+    // input come at most every paced_ms, as frames without input are built no more often.
     const uint64_t lists = draw_signature(ImGui::GetDrawData());
     const bool tiles = std::any_of(a.results.begin(), a.results.end(), [](const auto& r) { return r.dirty; });
     const bool changed = lists != f.drawn_lists || igpt_web::texture_changes() != f.drawn_textures || tiles;
-    if (f.input_frames > 0 || (changed && now - f.drawn_at >= f.paced_ms)) {
+    if (f.input_frames > 0 || changed) {
         upload_results(a);
         glViewport(0, 0, int(io.DisplaySize.x), int(io.DisplaySize.y));
         const ImVec4 bg = ImGui::GetStyleColorVec4(ImGuiCol_WindowBg);  // the colour of the frame's window
@@ -465,7 +465,6 @@ void frame(void* arg) {
         SDL_GL_SwapWindow(f.window);
         f.drawn_lists = lists;
         f.drawn_textures = igpt_web::texture_changes();
-        f.drawn_at = now;
         ++a.frames_drawn;
     }
     if (f.input_frames > 0) --f.input_frames;

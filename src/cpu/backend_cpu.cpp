@@ -136,23 +136,14 @@ public:
     void forward(const int32_t* tokens, int32_t batch, int32_t n, int32_t pos, float* logits,
                  bool all_positions) override {
         const auto& c = m_.cfg;
-        const int64_t C = c.width, H = c.hidden(), V = c.vocab, T = c.n_ctx();
+        const int64_t V = c.vocab, T = c.n_ctx();
         if (batch < 1 || batch > batch_) throw Error("forward: batch exceeds the reset() batch");
         if (n < 1 || pos < 0 || pos + n > T) throw Error("forward: positions out of range for n_ctx " + std::to_string(T));
         if (pos < shared_len_) unshare();  // about to overwrite positions that are shared
-        const int64_t M = int64_t(batch) * n;
-        grow(x_, M * C);
-        grow(xn_, M * C);
-        grow(qkv_, M * 3 * C);
-        grow(att_, M * C);
-        grow(tmp_, M * C);
-        grow(fch_, M * H);
-        grow(sel_, int64_t(batch) * C);
-
-        for (int64_t b = 0; b < batch * n; ++b)
+        for (int64_t b = 0; b < int64_t(batch) * n; ++b)
             if (tokens[b] < -1 || tokens[b] >= V) throw Error("forward: token " + std::to_string(tokens[b]) + " out of range");
+        begin_rows(batch, n);
         embed(tokens, 0, batch, n, pos);
-        pooled_batch_ = batch;
         run_blocks(0, batch, batch, n, pos, all_positions, logits, &pool_, 0);
     }
 
@@ -190,11 +181,7 @@ public:
         if (rq.on_progress) rq.on_progress(k + 1);
 
         // Decode positions k+1 .. T-1, `every` of them per hand-over.
-        const int64_t C = c.width, H = c.hidden();
-        for (Buffer* b : {&x_, &xn_, &att_, &tmp_, &sel_}) grow(*b, N * C);
-        grow(qkv_, N * 3 * C);
-        grow(fch_, N * H);
-        pooled_batch_ = N;
+        begin_rows(N, 1);
         const int32_t every = rq.progress_every > 0 ? rq.progress_every : 8;
         std::vector<int32_t> step_in(static_cast<size_t>(N));
         std::atomic<bool> stop{false};
@@ -551,6 +538,15 @@ private:
     }
     static void grow(Buffer& v, int64_t n) {
         if (v.size() < size_t(n)) v.resize(size_t(n));
+    }
+    // Activation buffers for `batch` sequences x n positions of one call (and its pooled features).
+    void begin_rows(int64_t batch, int64_t n) {
+        const int64_t C = m_.cfg.width, M = batch * n;
+        for (Buffer* b : {&x_, &xn_, &att_, &tmp_}) grow(*b, M * C);
+        grow(qkv_, M * 3 * C);
+        grow(fch_, M * m_.cfg.hidden());
+        grow(sel_, batch * C);
+        pooled_batch_ = int32_t(batch);
     }
     static void add_inplace(float* x, const float* y, int64_t n) {
         for (int64_t i = 0; i < n; ++i) x[i] += y[i];
