@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser benchmark next to the native one, in one run: completes the bottom half of a 32x32 image with the
-# tiny model at batch 1 and 8 in headless chromium (threaded build on 2 threads, and the single-threaded
-# build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table with the ratio wasm/native.
+# tiny model at batch 1 and 8 in headless chromium (the threaded builds on 2 threads, with relaxed SIMD and
+# without, and the single-threaded build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table
+# with the ratio wasm/native.
 # Then the same wasm completion under node, without a page (igpt_bench_session): the engine alone, where
 # headless chromium's software WebGL takes no CPU from it.
 #   scripts/bench_web.sh [threads=2]
@@ -12,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEB="$(realpath -m "${IGPT_WEB_BUILD:-$ROOT/build-web}")"
 NATIVE="$(realpath -m "${IGPT_NATIVE_BUILD:-$ROOT/build}")"
 THREADS="${1:-2}"
-if [ ! -f "$WEB/www/igpt_web.js" ] || [ ! -f "$WEB/www/igpt_web_st.js" ]; then
+if [ ! -f "$WEB/www/igpt_web.js" ] || [ ! -f "$WEB/www/igpt_web_st.js" ] || [ ! -f "$WEB/www/igpt_web_rs.js" ]; then
     IGPT_WEB_BUILD="$WEB" bash "$ROOT/scripts/build_web.sh"
 fi
 if [ ! -x "$NATIVE/tools/igpt/igpt" ]; then
@@ -25,5 +26,9 @@ fi
 node "$ROOT/tests/web/bench.js" "$WEB/www" tiny "$THREADS" "$NATIVE/tools/igpt/igpt"
 export NODE_PATH=/usr/share/nodejs
 cmake --build "$WEB" -j 2 --target igpt_bench_session >/dev/null
-echo "wasm under node, no page (two runs each):"
+cmake --build "$WEB/rs" -j 2 --target igpt_bench_session >/dev/null
+echo "wasm under node, no page (two runs each), SIMD128:"
 node --no-experimental-fetch "$WEB/web/igpt_bench_session.js" "$ROOT/assets/models/tiny.safetensors" "$THREADS" 1 1 8 8
+echo "relaxed SIMD (node 20 needs --experimental-wasm-relaxed-simd):"
+node --no-experimental-fetch --experimental-wasm-relaxed-simd "$WEB/rs/web/igpt_bench_session.js" \
+    "$ROOT/assets/models/tiny.safetensors" "$THREADS" 1 1 8 8

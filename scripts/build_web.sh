@@ -75,7 +75,8 @@ build_sdl2 "$SDL_ST_PREFIX" OFF
 [ "${1:-}" = "--deps-only" ] && exit 0
 
 # --- 3. the app: the threaded build, then the single-threaded fallback (IGPT_WASM_THREADS=OFF, its own build
-# folder $BUILD/st) into the same www/, then the service worker stamped with a hash of what was built ----
+# folder $BUILD/st) and the relaxed-SIMD one ($BUILD/rs) into the same www/, then the service worker stamped
+# with a hash of what was built ----
 emcmake cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIGPT_BUILD_TESTS=OFF \
     -DIGPT_BUILD_TOOLS=OFF -DIGPT_SDL2_PREFIX="$SDL_PREFIX" -DIGPT_IMGUI_DIR="$SRC/imgui" >/dev/null
 # Only the app's targets and the logits dumper of tests/web/test_wasm_numerics.py (the wasm build of the
@@ -85,5 +86,11 @@ emcmake cmake -S "$ROOT" -B "$BUILD/st" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIG
     -DIGPT_BUILD_TOOLS=OFF -DIGPT_WASM_THREADS=OFF -DIGPT_SDL2_PREFIX="$SDL_ST_PREFIX" \
     -DIGPT_IMGUI_DIR="$SRC/imgui" -DIGPT_WEB_WWW="$BUILD/www" >/dev/null
 cmake --build "$BUILD/st" -j "$JOBS" --target igpt_web
+# The threaded build again with relaxed SIMD (fused multiply-adds) for browsers that have it (Chromium 114+),
+# its own build folder $BUILD/rs, with its logits dumper for tests/web/test_wasm_numerics.py
+emcmake cmake -S "$ROOT" -B "$BUILD/rs" -G Ninja -DCMAKE_BUILD_TYPE=Release -DIGPT_BUILD_TESTS=OFF \
+    -DIGPT_BUILD_TOOLS=OFF -DIGPT_WASM_RELAXED=ON -DIGPT_SDL2_PREFIX="$SDL_PREFIX" \
+    -DIGPT_IMGUI_DIR="$SRC/imgui" -DIGPT_WEB_WWW="$BUILD/www" >/dev/null
+cmake --build "$BUILD/rs" -j "$JOBS" --target igpt_web igpt_dump_logits
 python3 "$ROOT/web/tools/stamp_sw.py" "$BUILD/www"
 log "done: serve with  python3 serve.py --root $BUILD/www   (then open http://127.0.0.1:8000/)"

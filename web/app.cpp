@@ -554,6 +554,11 @@ std::string App::state_json() const {
     j["n_ctx"] = n_ctx();
     j["image_w"] = image_w();
     j["threaded"] = igpt::kHaveThreads;
+#ifdef __wasm_relaxed_simd__
+    j["relaxed_simd"] = true;
+#else
+    j["relaxed_simd"] = false;
+#endif
     j["mode_note"] = mode_note;
     j["software_webgl"] = software_webgl;
     j["frames_drawn"] = frames_drawn;

@@ -94,6 +94,9 @@ EMSCRIPTEN_KEEPALIVE const char* igpt_web_state(App* app) {
     return app->state_buf.c_str();
 }
 
+// Whether a completion runs: what a script polls while one does (state() copies every sample's tokens).
+EMSCRIPTEN_KEEPALIVE int igpt_web_running(App* app) { return app->running() ? 1 : 0; }
+
 EMSCRIPTEN_KEEPALIVE void igpt_web_action(App* app, const char* action, int arg) {
     const std::string a = action;
     if (a == "complete") app->complete();

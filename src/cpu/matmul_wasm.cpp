@@ -6,7 +6,7 @@
 // yields four finished outputs in one vector). No packing: the weights are used where they lie.
 //
 //   decode (M = 1, a GEMV): memory-bound on W; kernel 1x4 with K unrolled by 8 (two accumulators per
-//     output hide the add latency; wasm SIMD has no FMA in Emscripten 3.1.6).
+//     output hide the add latency; SIMD128 has no FMA -- the relaxed-SIMD build's madd() is one).
 //   prefill (M up to n_ctx): blocks of MB rows of X (MB*K floats, ~96 KB, stay in L2) against panels of
 //     NR rows of W (stay in L1 while the block's rows stream past), kernel 4x2 (8 accumulators + 6 loads
 //     fit the 16 registers V8 has on x86-64 without spilling).
@@ -23,6 +23,18 @@
 
 namespace igpt {
 namespace {
+
+// a * b + c. With relaxed SIMD (the threaded build's relaxed variant) one f32x4.relaxed_madd, fused where
+// the machine has FMA; clang 14 emits it under the proposal's prototype opcode, which web/tools/wasm_relaxed.py
+// rewrites to the final one after linking (the builtin's operands are already in the final order). Otherwise
+// a multiply and an add.
+inline v128_t madd(v128_t a, v128_t b, v128_t c) {
+#ifdef __wasm_relaxed_simd__
+    return __builtin_wasm_fma_f32x4(a, b, c);
+#else
+    return wasm_f32x4_add(c, wasm_f32x4_mul(a, b));
+#endif
+}
 
 inline float hsum(v128_t v) {
     v128_t s = wasm_f32x4_add(v, wasm_i32x4_shuffle(v, v, 2, 3, 0, 1));
@@ -54,21 +66,21 @@ inline void kernel_1x4(const float* x, const float* w, int64_t K, int64_t ldw, c
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
         v128_t xa = wasm_v128_load(x + k), xb = wasm_v128_load(x + k + 4);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xa, wasm_v128_load(w0 + k)));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xa, wasm_v128_load(w1 + k)));
-        a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xa, wasm_v128_load(w2 + k)));
-        a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xa, wasm_v128_load(w3 + k)));
-        b0 = wasm_f32x4_add(b0, wasm_f32x4_mul(xb, wasm_v128_load(w0 + k + 4)));
-        b1 = wasm_f32x4_add(b1, wasm_f32x4_mul(xb, wasm_v128_load(w1 + k + 4)));
-        b2 = wasm_f32x4_add(b2, wasm_f32x4_mul(xb, wasm_v128_load(w2 + k + 4)));
-        b3 = wasm_f32x4_add(b3, wasm_f32x4_mul(xb, wasm_v128_load(w3 + k + 4)));
+        a0 = madd(xa, wasm_v128_load(w0 + k), a0);
+        a1 = madd(xa, wasm_v128_load(w1 + k), a1);
+        a2 = madd(xa, wasm_v128_load(w2 + k), a2);
+        a3 = madd(xa, wasm_v128_load(w3 + k), a3);
+        b0 = madd(xb, wasm_v128_load(w0 + k + 4), b0);
+        b1 = madd(xb, wasm_v128_load(w1 + k + 4), b1);
+        b2 = madd(xb, wasm_v128_load(w2 + k + 4), b2);
+        b3 = madd(xb, wasm_v128_load(w3 + k + 4), b3);
     }
     for (; k + 4 <= K; k += 4) {
         v128_t xa = wasm_v128_load(x + k);
-        a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xa, wasm_v128_load(w0 + k)));
-        a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xa, wasm_v128_load(w1 + k)));
-        a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xa, wasm_v128_load(w2 + k)));
-        a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xa, wasm_v128_load(w3 + k)));
+        a0 = madd(xa, wasm_v128_load(w0 + k), a0);
+        a1 = madd(xa, wasm_v128_load(w1 + k), a1);
+        a2 = madd(xa, wasm_v128_load(w2 + k), a2);
+        a3 = madd(xa, wasm_v128_load(w3 + k), a3);
     }
     v128_t s = hsum4(wasm_f32x4_add(a0, b0), wasm_f32x4_add(a1, b1), wasm_f32x4_add(a2, b2),
                      wasm_f32x4_add(a3, b3));
@@ -96,7 +108,7 @@ inline void kernel_tile(const float* x, int64_t ldx, const float* w, int64_t ldw
         for (int j = 0; j < NR; ++j) wv[j] = wasm_v128_load(w + j * ldw + k);
         for (int i = 0; i < MR; ++i) {
             v128_t xv = wasm_v128_load(x + i * ldx + k);
-            for (int j = 0; j < NR; ++j) acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(xv, wv[j]));
+            for (int j = 0; j < NR; ++j) acc[i][j] = madd(xv, wv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < MR; ++i) {
@@ -179,51 +191,75 @@ void matmul_nt(const float* X, int64_t M, int64_t K, const float* W, int64_t N, 
 
 namespace {
 
-// MR (<= 4) rows of X against one panel: 2 * MR accumulators of 4 features, each row's k-th value broadcast
-// against the panel's k-th row. No horizontal sums; a panel (K x 8 floats) stays in L1 for the next rows.
-template <int MR>
+// MR (<= 4) rows of X against NP consecutive panels: 2 * MR * NP accumulators of 4 features, each row's
+// k-th value broadcast against the panels' k-th rows. No horizontal sums; a panel (K x 8 floats) stays in L1
+// for the next rows. Every accumulator is one chain of adds over k, so an output's summation order is the
+// same whatever M is; one or two rows take several panels at once to keep at least eight chains in flight
+// (without FMA each k's add waits for the previous one: one panel at a time left a single row's product
+// bound by the add latency).
+template <int MR, int NP>
 inline void panel_tile(const float* X, int64_t ldx, int64_t K, const float* P, const float* bias, float* Y, int64_t ldy,
                        int64_t N, int64_t n0) {
-    v128_t lo[MR], hi[MR];
-    for (int r = 0; r < MR; ++r) lo[r] = hi[r] = wasm_f32x4_splat(0);
+    v128_t lo[NP][MR], hi[NP][MR];
+    for (int q = 0; q < NP; ++q)
+        for (int r = 0; r < MR; ++r) lo[q][r] = hi[q][r] = wasm_f32x4_splat(0);
     for (int64_t k = 0; k < K; ++k) {
-        const v128_t w0 = wasm_v128_load(P + k * 8), w1 = wasm_v128_load(P + k * 8 + 4);
-        for (int r = 0; r < MR; ++r) {
-            const v128_t x = wasm_v128_load32_splat(X + r * ldx + k);
-            lo[r] = wasm_f32x4_add(lo[r], wasm_f32x4_mul(x, w0));
-            hi[r] = wasm_f32x4_add(hi[r], wasm_f32x4_mul(x, w1));
+        v128_t x[MR];
+        for (int r = 0; r < MR; ++r) x[r] = wasm_v128_load32_splat(X + r * ldx + k);
+        for (int q = 0; q < NP; ++q) {
+            const float* w = P + (q * K + k) * 8;
+            const v128_t w0 = wasm_v128_load(w), w1 = wasm_v128_load(w + 4);
+            for (int r = 0; r < MR; ++r) {
+                lo[q][r] = madd(x[r], w0, lo[q][r]);
+                hi[q][r] = madd(x[r], w1, hi[q][r]);
+            }
         }
     }
-    const int64_t valid = std::min<int64_t>(8, N - n0);
-    alignas(16) float b[8] = {};
-    if (bias) std::copy(bias + n0, bias + n0 + valid, b);
-    const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
-    for (int r = 0; r < MR; ++r) {
-        float* y = Y + r * ldy + n0;
-        if (valid == 8) {
-            wasm_v128_store(y, wasm_f32x4_add(lo[r], b0));
-            wasm_v128_store(y + 4, wasm_f32x4_add(hi[r], b1));
-        } else {
-            alignas(16) float t[8];
-            wasm_v128_store(t, wasm_f32x4_add(lo[r], b0));
-            wasm_v128_store(t + 4, wasm_f32x4_add(hi[r], b1));
-            std::copy(t, t + valid, y);
+    for (int q = 0; q < NP; ++q) {
+        const int64_t n = n0 + 8 * q, valid = std::min<int64_t>(8, N - n);
+        if (valid <= 0) break;
+        alignas(16) float b[8] = {};
+        if (bias) std::copy(bias + n, bias + n + valid, b);
+        const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
+        for (int r = 0; r < MR; ++r) {
+            float* y = Y + r * ldy + n;
+            if (valid == 8) {
+                wasm_v128_store(y, wasm_f32x4_add(lo[q][r], b0));
+                wasm_v128_store(y + 4, wasm_f32x4_add(hi[q][r], b1));
+            } else {
+                alignas(16) float t[8];
+                wasm_v128_store(t, wasm_f32x4_add(lo[q][r], b0));
+                wasm_v128_store(t + 4, wasm_f32x4_add(hi[q][r], b1));
+                std::copy(t, t + valid, y);
+            }
         }
     }
 }
 
 void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const float* P, int64_t N, const float* bias,
                   float* Y, int64_t ldy, int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-        const float* panel = P + p * K * 8;
-        int64_t m = 0;
-        for (; m + 4 <= M; m += 4) panel_tile<4>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8);
-        switch (M - m) {
-            case 1: panel_tile<1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
-            case 2: panel_tile<2>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
-            case 3: panel_tile<3>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
-            default: break;
+    if (M >= 4) {  // a panel at a time, for every block of rows (it comes from L1 for the next block)
+        for (int64_t p = p0; p < p1; ++p) {
+            const float* panel = P + p * K * 8;
+            int64_t m = 0;
+            for (; m + 4 <= M; m += 4) panel_tile<4, 1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8);
+            switch (M - m) {
+                case 1: panel_tile<1, 1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+                case 2: panel_tile<2, 1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+                case 3: panel_tile<3, 1>(X + m * ldx, ldx, K, panel, bias, Y + m * ldy, ldy, N, p * 8); break;
+                default: break;
+            }
         }
+        return;
+    }
+    int64_t p = p0;
+    const auto run = [&](auto tile, int64_t np) {
+        for (; p + np <= p1; p += np) tile(X, ldx, K, P + p * K * 8, bias, Y, ldy, N, p * 8);
+    };
+    switch (M) {
+        case 1: run(panel_tile<1, 4>, 4); run(panel_tile<1, 1>, 1); break;
+        case 2: run(panel_tile<2, 2>, 2); run(panel_tile<2, 1>, 1); break;
+        default: run(panel_tile<3, 1>, 1); break;
     }
 }
 
@@ -265,10 +301,10 @@ void attn_scores(const float* Q, int64_t ldq, const float* K, int64_t ldk, int64
             v128_t a0 = wasm_f32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
             for (int64_t d = 0; d < D; d += 4) {
                 const v128_t x = wasm_v128_load(q + d);
-                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(x, wasm_v128_load(k0 + d)));
-                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(x, wasm_v128_load(k0 + ldk + d)));
-                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(x, wasm_v128_load(k0 + 2 * ldk + d)));
-                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(x, wasm_v128_load(k0 + 3 * ldk + d)));
+                a0 = madd(x, wasm_v128_load(k0 + d), a0);
+                a1 = madd(x, wasm_v128_load(k0 + ldk + d), a1);
+                a2 = madd(x, wasm_v128_load(k0 + 2 * ldk + d), a2);
+                a3 = madd(x, wasm_v128_load(k0 + 3 * ldk + d), a3);
             }
             wasm_v128_store(s + j, hsum4(a0, a1, a2, a3));
         }
@@ -293,7 +329,7 @@ void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float
             for (int64_t k = 0; k < tk; ++k) {
                 const v128_t w = wasm_f32x4_splat(p[k]);
                 const float* v = V + k * ldv + d;
-                for (int j = 0; j < 8; ++j) a[j] = wasm_f32x4_add(a[j], wasm_f32x4_mul(w, wasm_v128_load(v + 4 * j)));
+                for (int j = 0; j < 8; ++j) a[j] = madd(w, wasm_v128_load(v + 4 * j), a[j]);
             }
             for (int j = 0; j < 8; ++j) wasm_v128_store(o + d + 4 * j, a[j]);
         }
@@ -305,10 +341,10 @@ void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float
             for (int64_t k = 0; k < tk; ++k) {
                 const v128_t w = wasm_f32x4_splat(p[k]);
                 const float* v = V + k * ldv + d;
-                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(w, wasm_v128_load(v)));
-                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(w, wasm_v128_load(v + 4)));
-                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(w, wasm_v128_load(v + 8)));
-                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(w, wasm_v128_load(v + 12)));
+                a0 = madd(w, wasm_v128_load(v), a0);
+                a1 = madd(w, wasm_v128_load(v + 4), a1);
+                a2 = madd(w, wasm_v128_load(v + 8), a2);
+                a3 = madd(w, wasm_v128_load(v + 12), a3);
             }
             wasm_v128_store(o + d, a0);
             wasm_v128_store(o + d + 4, a1);
@@ -318,7 +354,7 @@ void attn_values(const float* P, int64_t ldp, int64_t n, int64_t tk, const float
         for (; d + 4 <= D; d += 4) {
             v128_t a = accumulate ? wasm_v128_load(o + d) : zero;
             for (int64_t k = 0; k < tk; ++k)
-                a = wasm_f32x4_add(a, wasm_f32x4_mul(wasm_f32x4_splat(p[k]), wasm_v128_load(V + k * ldv + d)));
+                a = madd(wasm_f32x4_splat(p[k]), wasm_v128_load(V + k * ldv + d), a);
             wasm_v128_store(o + d, a);
         }
         for (; d < D; ++d) {
@@ -409,7 +445,7 @@ void rms_norm(const float* x, const float* g, float eps, int64_t M, int64_t C, f
         int64_t c = 0;
         for (; c + 4 <= C; c += 4) {
             const v128_t v = wasm_v128_load(xi + c);
-            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(v, v));
+            acc = madd(v, v, acc);
         }
         float ss = hsum(acc);
         for (; c < C; ++c) ss += xi[c] * xi[c];

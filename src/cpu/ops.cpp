@@ -29,7 +29,11 @@ inline __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(
 
 // MR rows of X against NP consecutive panels: MR * NP accumulators of 8 features, each a single FMA chain
 // over k (so an output's summation order is the same whatever M is). Few rows take several panels at once
-// to keep at least four chains in flight. The panels are one contiguous stream; it is prefetched 2 KiB ahead.
+// to keep chains in flight. Several rows' panels are prefetched 2 KiB ahead; a single row's f32 panels are
+// not, and it takes two, not four: the decode of one sample streams the weights from memory, and two
+// streams per thread without prefetches read them fastest (iGPT-S batch 1: 8.6-10.1 s of decode against
+// 10.3-10.6 s with four prefetched streams, interleaved runs; a 300 MB GEMV alone, 24-27 GB/s against
+// 20-21). Prefetching the 8-row tiles' one stream still pays (iGPT-S batch 8: 18.6-20.7 s against 21.9-22.1).
 template <int MR, int NP, typename WT>
 inline void panel_tile(const float* X, int64_t ldx, int64_t K, const WT* P, const float* bias, float* Y, int64_t ldy,
                        int64_t N, int64_t n0) {
@@ -40,8 +44,9 @@ inline void panel_tile(const float* X, int64_t ldx, int64_t K, const WT* P, cons
         for (int r = 0; r < MR; ++r) c[q][r] = _mm256_setzero_ps();
     constexpr int64_t kLine = 64 / (8 * sizeof(WT));    // k rows per 64-byte line: 2 (f32) or 4 (f16)
     constexpr int64_t kAhead = 2048 / (8 * sizeof(WT));  // prefetch distance, in k rows
+    constexpr bool kPrefetch = MR > 1 || sizeof(WT) == 2;
     for (int64_t k = 0; k < K; ++k) {
-        if (k % kLine == 0)
+        if (kPrefetch && k % kLine == 0)
 #pragma GCC unroll 8
             for (int q = 0; q < NP; ++q) _mm_prefetch(reinterpret_cast<const char*>(P + (q * K + k + kAhead) * 8), _MM_HINT_T0);
         __m256 w[NP];
@@ -91,7 +96,11 @@ void panels_range(const float* X, int64_t ldx, int64_t M, int64_t K, const WT* P
             for (; p + np <= p1; p += np) tile(x, ldx, K, P + p * K * 8, bias, y, ldy, N, p * 8);
         };
         switch (rows) {
-            case 1: run(panel_tile<1, 4, WT>, 4); run(panel_tile<1, 1, WT>, 1); break;
+            case 1:  // f32: two streams, unprefetched (above); f16 (half the bytes, a conversion each) as before
+                if constexpr (sizeof(WT) == 4) run(panel_tile<1, 2, WT>, 2);
+                else run(panel_tile<1, 4, WT>, 4);
+                run(panel_tile<1, 1, WT>, 1);
+                break;
             case 2: run(panel_tile<2, 4, WT>, 4); run(panel_tile<2, 1, WT>, 1); break;
             case 3: run(panel_tile<3, 2, WT>, 2); run(panel_tile<3, 1, WT>, 1); break;
             case 4: run(panel_tile<4, 2, WT>, 2); run(panel_tile<4, 1, WT>, 1); break;

@@ -8,9 +8,10 @@
 // model file..." button's file chooser) is listed as local and completes, a corrupt one dropped on the page
 // and a too-large one give one-line errors and keep the model, settings survive a reload. Then: the first
 // load's bytes (< 5 MB), the service worker's offline copy (a reload with the server stopped still starts
-// and completes, cross-origin isolated), "clear cache" empties both caches; a page that is NOT cross-origin
+// and completes, cross-origin isolated), "clear cache" empties both caches. Chromium runs the relaxed-SIMD
+// build; wasm=simd128 runs the plain threaded one, which completes too. A page that is NOT cross-origin
 // isolated (serve.py --no-isolation) runs the single-threaded build, says so, completes (the same tokens as
-// the threaded build) and cancels; a threaded start whose workers cannot load falls back to that build, and
+// the plain threaded build) and cancels; a threaded start whose workers cannot load falls back to that build, and
 // a model the cache refuses (quota) is kept in memory and the page says so. Screenshots go to
 // build-web/test-web/.
 'use strict';
@@ -130,10 +131,12 @@ async function main() {
     let s = await state(page);
     check(s.model !== '' && s.n_ctx > 0, 'model loaded from the manifest', `${s.model}, n_ctx ${s.n_ctx}`);
     check(s.threaded && s.mode_note === '', 'cross-origin isolated page runs the threaded build');
+    // Chromium has relaxed SIMD (since 114): shell.js picks the build whose multiply-adds are fused.
+    check(s.relaxed_simd === true, 'a browser with relaxed SIMD runs the relaxed-SIMD build (igpt_web_rs)');
     // The first load: wait until the service worker holds the wasm build too, then add up the bytes.
     await waitFor(page, () => caches.keys().then(async (ks) => {
       const k = ks.find((x) => x.startsWith('igpt-app-'));
-      return k && !!(await (await caches.open(k)).match('igpt_web.wasm'));
+      return k && !!(await (await caches.open(k)).match('igpt_web_rs.wasm'));
     }), null, 30000, 'service worker to cache the app');
     counting = false;
     const loads = await Promise.all(firstLoad);
@@ -376,9 +379,9 @@ async function main() {
     check(await page.evaluate(() => !!navigator.serviceWorker.controller && self.crossOriginIsolated),
           'second visit: served by the service worker and still cross-origin isolated');
     let ci = await cacheInfo(page);
-    check(['/', '/index.html', '/shell.js', '/igpt_web.js', '/igpt_web.wasm', '/igpt_web.worker.js',
+    check(['/', '/index.html', '/shell.js', '/igpt_web_rs.js', '/igpt_web_rs.wasm', '/igpt_web_rs.worker.js',
            '/assets/models/manifest.json', '/assets/samples/house.png'].every((f) => ci.files.includes(f)) &&
-          !ci.files.some((f) => /igpt_web_st/.test(f)), 'the app shell is in the service worker\'s cache',
+          !ci.files.some((f) => /igpt_web(_st)?\.wasm/.test(f)), 'the app shell is in the service worker\'s cache',
           `${ci.files.length} files`);
 
     // Offline: the server is gone; a reload starts from the service worker's cache, the model from the
@@ -409,11 +412,49 @@ async function main() {
     await browser.close();
     server.proc.kill();
   }
-  await singleThreaded(isolatedTokens);
+  await singleThreaded(await plainSimd(isolatedTokens));
   await threadedStartFails();
 }
 
-let isolatedTokens = null;  // the main run's first completion: seed 3, 4 samples, 25 rows kept, 1 thread
+// The threaded build without relaxed SIMD (wasm=simd128 in the URL; what browsers without relaxed SIMD run):
+// starts and completes the main run's first completion (seed 3, 4 samples, KEEP rows, 1 thread). Its samples
+// are those the single-threaded build, which has the same SIMD128 kernels, must reproduce; the relaxed build's
+// fused multiply-adds round differently, so its samples may part from these (how far is printed).
+async function plainSimd(relaxedTokens) {
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+                                          args: CHROMIUM_ARGS, headless: true });
+  const lines = [];
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page.on('pageerror', (e) => lines.push('pageerror: ' + e.message));
+    await page.goto(server.url + `?wasm=simd128&seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0&threads=1`);
+    if (!await waitFor(page, appReady, null, 90000, 'SIMD128 threaded app')) return null;
+    let s = await state(page);
+    check(s.threaded && s.relaxed_simd === false && s.mode_note === '',
+          'wasm=simd128: the threaded build without relaxed SIMD (igpt_web) runs');
+    await page.evaluate(() => igptHost.action('complete'));
+    await waitFor(page, () => !igptHost.state().running, null, 120000, 'SIMD128 completion');
+    s = await state(page);
+    const kept = KEEP * s.image_w;
+    check(s.results.length === 4 && s.results.every((r) => r.kept === kept && r.filled === s.n_ctx &&
+          r.tokens.slice(0, kept).every((t, i) => t === s.seen_tokens[i])) && /done in/.test(s.message),
+          'wasm=simd128: completes, kept rows equal the input\'s quantised rows', s.message);
+    check(lines.length === 0, 'wasm=simd128: no page errors', lines.slice(0, 3).join(' | '));
+    const tokens = s.results.map((r) => r.tokens);
+    if (relaxedTokens) {
+      const other = JSON.parse(relaxedTokens);
+      const firstDiff = tokens.map((t, i) => { const j = t.findIndex((x, k) => x !== other[i][k]); return j < 0 ? 'same' : j; });
+      console.log(`relaxed SIMD vs SIMD128 samples (seed 3): first differing token per sample: ${firstDiff.join(', ')}`);
+    }
+    return JSON.stringify(tokens);
+  } finally {
+    await browser.close();
+    server.proc.kill();
+  }
+}
+
+let isolatedTokens = null;  // the main run's first completion: seed 3, 4 samples, 25 rows kept, 1 thread (relaxed SIMD)
 
 // A page that is not cross-origin isolated (serve.py --no-isolation): the single-threaded build starts, says
 // why in the UI, completes (kept rows = the input's quantised rows; the same tokens as the threaded build
@@ -443,7 +484,7 @@ async function singleThreaded(expectTokens) {
           'single-threaded: completes, kept rows equal the input\'s quantised rows', s.message);
     if (expectTokens)
       check(JSON.stringify(s.results.map((r) => r.tokens)) === expectTokens,
-            'single-threaded: the same samples as the threaded build for the same seed');
+            'single-threaded: the same samples as the threaded SIMD128 build for the same seed');
     const partial = watch.levels.filter((f) => f > kept && f < watch.n_ctx).length;
     check(partial >= 2, 'single-threaded: tiles fill in progressively', `${partial} partial levels`);
     const fps = watch.frames / Math.max(0.001, watch.ms / 1000);
@@ -479,7 +520,7 @@ async function threadedStartFails() {
                                           args: CHROMIUM_ARGS, headless: true });
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-    await context.route('**/igpt_web.worker.js', (r) => r.abort());
+    await context.route(/igpt_web(_rs)?\.worker\.js$/, (r) => r.abort());  // either threaded build's
     await context.addInitScript(() => {
       const put = Cache.prototype.put;
       Cache.prototype.put = function (req, resp) {

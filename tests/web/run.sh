@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The browser app's tests: serve.py (python3 unittest), the wasm backend's numerics against the NumPy
-# reference (node), and the end-to-end test in headless chromium (node + playwright-core). Prints
-# "web: N passed, M failed" last; exits non-zero on any failure.
+# The browser app's tests: serve.py (python3 unittest), the relaxed-SIMD opcode rewriter (web/tools/
+# wasm_relaxed.py), the wasm backend's numerics against the NumPy reference (node; both SIMD builds), and
+# the end-to-end test in headless chromium (node + playwright-core). Prints "web: N passed, M failed" last;
+# exits non-zero on any failure.
 #   tests/web/run.sh [www root]      (default build-web/www, made by scripts/build_web.sh)
 # Needs: python3 with numpy, node, /usr/bin/chromium, and playwright-core in tests/web/node_modules
 # (installed here from tests/web/package-lock.json on the first run: `npm ci --prefix tests/web`).
@@ -23,6 +24,8 @@ python3 "$HERE/test_serve.py" 2>&1 | tee "$log"
 count "$log" serve
 python3 "$HERE/test_serve_hardening.py" 2>&1 | tee "$log"
 count "$log" serve-hardening
+python3 "$HERE/test_wasm_relaxed.py" 2>&1 | tee "$log"
+count "$log" wasm-relaxed
 
 # The wasm backend's logits against the NumPy reference (igpt_dump_logits sits in the build folder above www/)
 # (Debian's python3, which has numpy, like the native suite's reference tests: not whatever python3 comes first)

@@ -6,7 +6,10 @@ src/cpu/matmul_wasm.cpp), which the native Catch2 suite never runs. igpt_dump_lo
 dump_logits.cpp, built by scripts/build_web.sh) runs that backend under node on 2 threads, through the
 prefill path (all positions at once) and the decode path (a shared prompt fanned out, then one position at
 a time for 8 sequences); every logit must match the reference within the native suite's tolerance:
-|got - want| <= 1e-4 * max(|want|, rms(want)).
+|got - want| <= 1e-4 * max(|want|, rms(want)). Twice: the plain SIMD128 build, and the relaxed-SIMD build
+(build-web/rs, its multiply-adds f32x4.relaxed_madd, node run with --experimental-wasm-relaxed-simd), whose
+file must hold the final opcode (0xfd 0x85 0x02; web/tools/wasm_relaxed.py) and none of clang 14's prototype
+(wabt's wasm-objdump, which stops at an opcode it does not know, disassembles it whole).
 
     tests/web/test_wasm_numerics.py [web build folder, default build-web]
 
@@ -62,9 +65,15 @@ def worst_error(got, want):
     return float(np.max(np.abs(got - want) / scale))
 
 
+def relaxed_opcodes(path):
+    """(f32x4.relaxed_madd instructions, whether wabt's disassembler decoded the whole module): wasm-objdump
+    knows the final relaxed-SIMD opcodes and stops, exit status 1, at clang 14's prototype one."""
+    run = subprocess.run(["wasm-objdump", "-d", path], capture_output=True, text=True)
+    return run.stdout.count("f32x4.relaxed_madd"), run.returncode == 0
+
+
 def main(argv):
     build = os.path.abspath(argv[1] if len(argv) > 1 else os.path.join(ROOT, "build-web"))
-    tool = os.path.join(build, "web", "igpt_dump_logits.js")
     passed = failed = 0
 
     def check(ok, what, detail=""):
@@ -75,11 +84,20 @@ def main(argv):
         else:
             failed += 1
 
-    if not os.path.isfile(tool):
-        check(False, "igpt_dump_logits built", tool + " missing: run scripts/build_web.sh")
-    else:
+    builds = [("SIMD128", os.path.join(build, "web", "igpt_dump_logits.js"), []),
+              ("relaxed SIMD", os.path.join(build, "rs", "web", "igpt_dump_logits.js"),
+               ["--experimental-wasm-relaxed-simd"])]
+    for kind, tool, flags in builds:
+        if not os.path.isfile(tool):
+            check(False, "%s: igpt_dump_logits built" % kind, tool + " missing: run scripts/build_web.sh")
+            continue
+        if flags:
+            madds, whole = relaxed_opcodes(tool[:-3] + ".wasm")
+            check(madds > 0 and whole, "%s: the module's multiply-adds are final relaxed_madd" % kind,
+                  "%d of them; %s" % (madds, "disassembled whole" if whole else "wasm-objdump stopped early"))
         with tempfile.TemporaryDirectory() as tmp:
             for i, (name, spec, S, k) in enumerate(VARIANTS):
+                name = "%s: %s" % (kind, name)
                 if isinstance(spec, str):
                     model = spec
                 else:
@@ -98,7 +116,7 @@ def main(argv):
                 subprocess.run([sys.executable, REF, "dump", model, tokens, want_path], check=True)
                 want = read_array(want_path)
                 out = os.path.join(tmp, "got%d" % i)
-                run = subprocess.run(["node", "--no-experimental-fetch", tool, model, tokens, out, str(k), "2"],
+                run = subprocess.run(["node", "--no-experimental-fetch"] + flags + [tool, model, tokens, out, str(k), "2"],
                                      capture_output=True, text=True, timeout=600)
                 if run.returncode != 0:
                     check(False, name + ": igpt_dump_logits ran", run.stderr.strip()[-300:])
