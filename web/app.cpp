@@ -269,12 +269,13 @@ bool App::can_complete() const { return model && !seen_tokens.empty() && !runnin
 // A completion of n samples needs a KV cache of 2 x layers x n_ctx x width floats per sample plus the
 // activations of the first forward pass (all kept tokens of every sample). Checked against what is left of
 // the wasm memory (at most 2 GB) so that too many samples of a large model give a message, not a failure.
-bool App::fits_in_memory(int32_t n, int32_t kept_tokens) {
+bool App::fits_in_memory(int32_t n, int32_t kept_tokens, bool quiet) {
     const auto& c = model->cfg;
     const double f = sizeof(float), T = c.n_ctx(), C = c.width;
     const double per_sample = 2.0 * c.layers * T * C * f + std::max(1, kept_tokens) * (8.0 * C + c.hidden() + c.vocab) * f;
     const double free_bytes = js_memory_max() - double(mallinfo().uordblks) - double(32 << 20);  // some slack
     if (per_sample * n <= free_bytes) return true;
+    if (quiet) return false;
     const int32_t fit = int32_t(std::max(0.0, free_bytes / per_sample));
     char buf[240];
     std::snprintf(buf, sizeof buf, "%d sample%s of '%s' need about %.0f MB; the browser has %.0f MB left of its %.0f MB: %s",
@@ -313,6 +314,7 @@ std::unique_ptr<igpt::CompletionSession> start_session(std::shared_ptr<const igp
 
 void App::complete() {
     if (!can_complete()) return;
+    stop_warm_up();
     try {
         const int32_t n = std::clamp(settings.samples, 1, 16);
         igpt::CompletionParams p;
@@ -351,6 +353,7 @@ void App::complete() {
 
 void App::reroll(int32_t slot) {
     if (!can_complete() || slot < 0 || slot >= int32_t(results.size())) return;
+    stop_warm_up();
     try {
         igpt::CompletionParams p;
         p.n_samples = 1;
@@ -388,11 +391,50 @@ void App::cancel() {
     say("cancelled");
 }
 
+void App::warm_up() {
+    constexpr double kWarmMs = 150, kWarmMaxBytes = 64 << 20;
+    if (!igpt::kHaveThreads) return;  // the single-threaded build would take the frames' time for it
+    if (warm) {
+        if (!warm->done() && now_ms() < warm_until) return;
+        stop_warm_up();
+    }
+    if (warm_stage >= 2 || !can_complete()) return;
+    // Only while its KV cache is small: the heap it grows would otherwise outlast it (a large model's
+    // first completion is long enough not to notice a cold start).
+    const auto& c = model->cfg;
+    const double kv_bytes = 2.0 * c.layers * c.n_ctx() * c.width * sizeof(float);
+    const int32_t samples = std::clamp(settings.samples, 1, 16);
+    const int32_t n = warm_stage == 0 ? samples : 1;
+    ++warm_stage;
+    if (warm_stage == 2 && samples == 1) return;  // one sample was the first warm-up already
+    if (n * kv_bytes > kWarmMaxBytes) return;
+    try {
+        igpt::CompletionParams p;  // two rows kept: a short prefill, then decode steps until kWarmMs
+        p.n_samples = n;
+        p.rows_kept = std::min(2, image_h() - 1);
+        p.seed = 1;
+        p.threads = threads();
+        p.top_n = top_n;
+        if (!fits_in_memory(n, p.rows_kept * image_w(), true)) return;
+        warm = start_session(model, seen_tokens, p);
+        warm_until = now_ms() + kWarmMs;
+    } catch (const std::exception&) {
+        warm_stage = 2;  // not worth a message: the first completion will just start colder
+    }
+}
+
+void App::stop_warm_up() {
+    if (!warm) return;
+    warm->cancel();
+    retiring.push_back(std::move(warm));  // joined once done, like a cancelled completion
+}
+
 void App::poll() {
     for (auto it = retiring.begin(); it != retiring.end();) {
         if ((*it)->done()) it = retiring.erase(it);  // the worker has finished: the join is immediate
         else ++it;
     }
+    warm_up();
     if (!session) return;
     // Single-threaded build: the completion advances here, a frame's budget at a time (the frame draws
     // what it made right after). A threaded session ignores step().
@@ -562,6 +604,7 @@ std::string App::state_json() const {
     j["mode_note"] = mode_note;
     j["software_webgl"] = software_webgl;
     j["frames_drawn"] = frames_drawn;
+    j["warmed_up"] = !warm && (warm_stage >= 2 || !igpt::kHaveThreads);
     j["stats"] = {{"seconds", last_seconds}, {"prefill_seconds", last_prefill_seconds},
                   {"decode_tokens_per_second", last_decode_tps}, {"samples", last_samples}};
     return j.dump();

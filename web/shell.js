@@ -53,9 +53,9 @@
   }
   const threaded = !why;
   if (!threaded) igptHost.memoryLimit = 2048 * 1048576;
-  // The threaded build comes in two: with relaxed SIMD (fused multiply-adds, ~1.2-1.3x faster; Chromium
-  // 114+), where the browser validates this probe module (one f32x4.relaxed_madd), else plain SIMD128.
-  // wasm=simd128 in the URL asks for the plain one.
+  // The threaded build comes in two: with relaxed SIMD (fused multiply-adds; Chromium 114+; up to ~1.3x
+  // faster, web/README.md "Speed"), where the browser validates this probe module (one
+  // f32x4.relaxed_madd), else plain SIMD128. wasm=simd128 in the URL asks for the plain one.
   const RELAXED_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2, 1, 0,
                                         10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11]);
   let relaxed = false;

@@ -33,10 +33,14 @@ async function browserBench(browser, url, mode) {
   await page.waitForFunction(() => typeof igptHost !== 'undefined' && igptHost.app &&
                              igptHost.state().model_state === 2 && igptHost.state().seen_tokens.length > 0,
                              null, { timeout: 120000 });
+  // As a visitor would: the first Complete comes after the app's warm-up (a few tenths of a second after
+  // the model is ready; App::warm_up), not in the same instant.
+  await page.waitForFunction(() => igptHost.state().warmed_up, null, { timeout: 10000, polling: 100 });
   const rows = [];
   for (const batch of BATCHES) {
-    // Twice: the first completion of a page runs partly in V8's baseline code (wasm functions move to the
-    // optimising compiler once hot); the row is the faster run, with the first one's seconds beside it.
+    // Twice: the first completion of a page may run partly in V8's baseline code (wasm functions move to the
+    // optimising compiler once hot, which the warm-up is for); the row is the faster run, with the first
+    // one's seconds beside it.
     let best = null, first = NaN;
     for (let run = 0; run < 2; ++run) {
       await page.evaluate((b) => { igptHost.action('samples', b); igptHost.action('complete'); }, batch);

@@ -133,6 +133,12 @@ async function main() {
     check(s.threaded && s.mode_note === '', 'cross-origin isolated page runs the threaded build');
     // Chromium has relaxed SIMD (since 114): shell.js picks the build whose multiply-adds are fused.
     check(s.relaxed_simd === true, 'a browser with relaxed SIMD runs the relaxed-SIMD build (igpt_web_rs)');
+    // The warm-up (App::warm_up): short completions, cancelled, right after the model is ready, so that the
+    // first Complete runs compiled code. It ends by itself and leaves nothing behind.
+    const warmed = await waitFor(page, () => igptHost.state().warmed_up, null, 10000, 'the warm-up');
+    s = await state(page);
+    check(warmed && s.results.length === 0 && !s.running && !s.error, 'the warm-up ends by itself, leaving no results',
+          s.message);
     // The first load: wait until the service worker holds the wasm build too, then add up the bytes.
     await waitFor(page, () => caches.keys().then(async (ks) => {
       const k = ks.find((x) => x.startsWith('igpt-app-'));
