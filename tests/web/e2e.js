@@ -50,6 +50,9 @@ function startServer(extra = [], port = 0) {
   });
 }
 
+const launchChromium = () => chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+                                                args: CHROMIUM_ARGS, headless: true });
+
 async function waitFor(page, fn, arg, timeout, what) {
   try {
     await page.waitForFunction(fn, arg, { timeout, polling: 100 });
@@ -107,8 +110,7 @@ const idleDrawn = (page, ms) => page.evaluate((ms) => new Promise((resolve) => {
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
   const server = await startServer();
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-                                          args: CHROMIUM_ARGS, headless: true });
+  const browser = await launchChromium();
   const consoleLines = [];
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
@@ -428,8 +430,7 @@ async function main() {
 // fused multiply-adds round differently, so its samples may part from these (how far is printed).
 async function plainSimd(relaxedTokens) {
   const server = await startServer();
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-                                          args: CHROMIUM_ARGS, headless: true });
+  const browser = await launchChromium();
   const lines = [];
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
@@ -467,8 +468,7 @@ let isolatedTokens = null;  // the main run's first completion: seed 3, 4 sample
 // for the same settings), fills the tiles progressively while frames keep coming, and cancels.
 async function singleThreaded(expectTokens) {
   const server = await startServer(['--no-isolation']);
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-                                          args: CHROMIUM_ARGS, headless: true });
+  const browser = await launchChromium();
   const lines = [];
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
@@ -522,8 +522,7 @@ async function singleThreaded(expectTokens) {
 // in memory, and the page says so.
 async function threadedStartFails() {
   const server = await startServer();
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-                                          args: CHROMIUM_ARGS, headless: true });
+  const browser = await launchChromium();
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     await context.route(/igpt_web(_rs)?\.worker\.js$/, (r) => r.abort());  // either threaded build's
