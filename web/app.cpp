@@ -266,13 +266,18 @@ int32_t App::threads() const {
 
 bool App::can_complete() const { return model && !seen_tokens.empty() && !running(); }
 
-// A completion of n samples needs a KV cache of 2 x layers x n_ctx x width floats per sample plus the
-// activations of the first forward pass (all kept tokens of every sample). Checked against what is left of
-// the wasm memory (at most 2 GB) so that too many samples of a large model give a message, not a failure.
+namespace {
+// One sample's KV cache: keys and values of every layer at every position, as floats.
+double kv_cache_bytes(const igpt::ModelConfig& c) { return 2.0 * c.layers * c.n_ctx() * c.width * sizeof(float); }
+}  // namespace
+
+// A completion of n samples needs a KV cache per sample (kv_cache_bytes) plus the activations of the first
+// forward pass (all kept tokens of every sample). Checked against what is left of the wasm memory (at most
+// 2 GB) so that too many samples of a large model give a message, not a failure.
 bool App::fits_in_memory(int32_t n, int32_t kept_tokens, bool quiet) {
     const auto& c = model->cfg;
-    const double f = sizeof(float), T = c.n_ctx(), C = c.width;
-    const double per_sample = 2.0 * c.layers * T * C * f + std::max(1, kept_tokens) * (8.0 * C + c.hidden() + c.vocab) * f;
+    const double f = sizeof(float), C = c.width;
+    const double per_sample = kv_cache_bytes(c) + std::max(1, kept_tokens) * (8.0 * C + c.hidden() + c.vocab) * f;
     const double free_bytes = js_memory_max() - double(mallinfo().uordblks) - double(32 << 20);  // some slack
     if (per_sample * n <= free_bytes) return true;
     if (quiet) return false;
@@ -401,13 +406,11 @@ void App::warm_up() {
     if (warm_stage >= 2 || !can_complete()) return;
     // Only while its KV cache is small: the heap it grows would otherwise outlast it (a large model's
     // first completion is long enough not to notice a cold start).
-    const auto& c = model->cfg;
-    const double kv_bytes = 2.0 * c.layers * c.n_ctx() * c.width * sizeof(float);
     const int32_t samples = std::clamp(settings.samples, 1, 16);
     const int32_t n = warm_stage == 0 ? samples : 1;
     ++warm_stage;
     if (warm_stage == 2 && samples == 1) return;  // one sample was the first warm-up already
-    if (n * kv_bytes > kWarmMaxBytes) return;
+    if (n * kv_cache_bytes(model->cfg) > kWarmMaxBytes) return;
     try {
         igpt::CompletionParams p;  // two rows kept: a short prefill, then decode steps until kWarmMs
         p.n_samples = n;

@@ -33,7 +33,8 @@ inline __m256 load8(const uint16_t* w) { return _mm256_cvtph_ps(_mm_loadu_si128(
 // not, and it takes two, not four: the decode of one sample streams the weights from memory, and two
 // streams per thread without prefetches read them fastest (iGPT-S batch 1, nine interleaved pairs: decode
 // 11.0 s against 11.5 s on the mean with four prefetched streams, 8.6-10.1 against 10.3-10.6 s in the
-// quietest three; a 300 MB GEMV alone, 24-27 GB/s against 20-21). Prefetching the 8-row tiles' one stream still pays (iGPT-S batch 8: 18.6-20.7 s against 21.9-22.1).
+// quietest three; a 300 MB GEMV alone, 24-27 GB/s against 20-21). Prefetching the 8-row tiles' one stream
+// still pays (iGPT-S batch 8: 18.6-20.7 s against 21.9-22.1).
 template <int MR, int NP, typename WT>
 inline void panel_tile(const float* X, int64_t ldx, int64_t K, const WT* P, const float* bias, float* Y, int64_t ldy,
                        int64_t N, int64_t n0) {

@@ -1,7 +1,8 @@
 // Completion benchmark in headless chromium (not a test): the bottom half of a sample image (16 of 32 rows
 // kept, 512 tokens sampled per sample) at batch 1 and 8, with the threaded builds on N threads (relaxed SIMD,
-// which Chromium picks, and plain SIMD128, wasm=simd128) and with the single-threaded build, next to the native `igpt bench` of the same config on the same machine, in the
-// same run; prints decode tokens/s, seconds per completion and the ratio wasm/native.
+// which Chromium picks, and plain SIMD128, wasm=simd128) and with the single-threaded build, next to the
+// native `igpt bench` of the same config on the same machine, in the same run; prints decode tokens/s,
+// seconds per completion and the ratio wasm/native.
 //   node tests/web/bench.js [www root] [model name] [threads=2] [native igpt binary]
 // (scripts/bench_web.sh builds what is missing and runs it.)
 'use strict';
@@ -50,8 +51,8 @@ async function browserBench(browser, url, mode) {
       if (run === 0) first = s.stats.seconds;
       if (!best || s.stats.seconds < best.seconds)
         best = { batch, model: s.model, threaded: s.threaded, relaxed: s.relaxed_simd, software: s.software_webgl,
-                 seconds: s.stats.seconds,
-                 prefill: s.stats.prefill_seconds, tps: s.stats.decode_tokens_per_second, message: s.message };
+                 seconds: s.stats.seconds, prefill: s.stats.prefill_seconds,
+                 tps: s.stats.decode_tokens_per_second, message: s.message };
     }
     best.first = first;
     rows.push(best);

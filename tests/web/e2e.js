@@ -11,8 +11,8 @@
 // and completes, cross-origin isolated), "clear cache" empties both caches. Chromium runs the relaxed-SIMD
 // build; wasm=simd128 runs the plain threaded one, which completes too. A page that is NOT cross-origin
 // isolated (serve.py --no-isolation) runs the single-threaded build, says so, completes (the same tokens as
-// the plain threaded build) and cancels; a threaded start whose workers cannot load falls back to that build, and
-// a model the cache refuses (quota) is kept in memory and the page says so. Screenshots go to
+// the plain threaded build) and cancels; a threaded start whose workers cannot load falls back to that
+// build, and a model the cache refuses (quota) is kept in memory and the page says so. Screenshots go to
 // build-web/test-web/.
 'use strict';
 const { spawn } = require('child_process');
@@ -451,7 +451,10 @@ async function plainSimd(relaxedTokens) {
     const tokens = s.results.map((r) => r.tokens);
     if (relaxedTokens) {
       const other = JSON.parse(relaxedTokens);
-      const firstDiff = tokens.map((t, i) => { const j = t.findIndex((x, k) => x !== other[i][k]); return j < 0 ? 'same' : j; });
+      const firstDiff = tokens.map((t, i) => {
+        const j = t.findIndex((x, k) => x !== other[i][k]);
+        return j < 0 ? 'same' : j;
+      });
       console.log(`relaxed SIMD vs SIMD128 samples (seed 3): first differing token per sample: ${firstDiff.join(', ')}`);
     }
     return JSON.stringify(tokens);
@@ -461,11 +464,12 @@ async function plainSimd(relaxedTokens) {
   }
 }
 
-let isolatedTokens = null;  // the main run's first completion: seed 3, 4 samples, 25 rows kept, 1 thread (relaxed SIMD)
+// the main run's first completion: seed 3, 4 samples, 25 rows kept, 1 thread (relaxed SIMD)
+let isolatedTokens = null;
 
 // A page that is not cross-origin isolated (serve.py --no-isolation): the single-threaded build starts, says
-// why in the UI, completes (kept rows = the input's quantised rows; the same tokens as the threaded build
-// for the same settings), fills the tiles progressively while frames keep coming, and cancels.
+// why in the UI, completes (kept rows = the input's quantised rows; the same tokens as the plain threaded
+// build for the same settings), fills the tiles progressively while frames keep coming, and cancels.
 async function singleThreaded(expectTokens) {
   const server = await startServer(['--no-isolation']);
   const browser = await launchChromium();
