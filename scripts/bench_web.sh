@@ -4,7 +4,9 @@
 # without, and the single-threaded build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table
 # with the ratio wasm/native.
 # Then the same wasm completion under node, without a page (igpt_bench_session): the engine alone, where
-# headless chromium's software WebGL takes no CPU from it.
+# headless chromium's software WebGL takes no CPU from it; and beside it, in the same run, what a web
+# developer would use instead: ONNX Runtime Web 1.30 (wasm, SIMD, threads) under node on the ONNX export of
+# the same model file (bench/onnx/; scripts/install_bench_deps.sh installs what it needs).
 #   scripts/bench_web.sh [threads=2]
 # Builds what is missing: the web app (scripts/build_web.sh) and the native CLI (build/).
 # Environment: IGPT_WEB_BUILD (default build-web), IGPT_NATIVE_BUILD (default build).
@@ -32,3 +34,12 @@ node --no-experimental-fetch "$WEB/web/igpt_bench_session.js" "$ROOT/assets/mode
 echo "relaxed SIMD (node 20 needs --experimental-wasm-relaxed-simd):"
 node --no-experimental-fetch --experimental-wasm-relaxed-simd "$WEB/rs/web/igpt_bench_session.js" \
     "$ROOT/assets/models/tiny.safetensors" "$THREADS" 1 1 8 8
+echo "ONNX Runtime Web 1.30 under node (wasm, SIMD, $THREADS threads), the same model file exported to ONNX:"
+bash "$ROOT/scripts/install_bench_deps.sh"
+ONNX_DIR="$(mktemp -d)"
+trap 'rm -rf "$ONNX_DIR"' EXIT
+/usr/bin/python3 "$ROOT/bench/onnx/export_igpt_onnx.py" "$ROOT/assets/models/tiny.safetensors" "$ONNX_DIR" >/dev/null
+for b in 1 8; do
+    node "$ROOT/bench/onnx/ort_bench.js" "$ONNX_DIR" --backend web --batch "$b" --threads "$THREADS" --repeats 2 |
+        grep -v '^RESULT'
+done

@@ -62,6 +62,13 @@ TEST_CASE("matmul_panels: every row count and tail shape against a double-precis
                         if (i >= M * ldy || i % ldy >= N) REQUIRE(Y[size_t(i)] == -7.0f);
                     // the thread count changes nothing, to the bit
                     REQUIRE(std::memcmp(Y.data(), Y1.data(), Y.size() * sizeof(float)) == 0);
+                    // nor does the row count: each row alone (the single-row tile) gives the same bits as in
+                    // its tile of M rows (AVX-512 builds: the two-panel 16-wide tiles)
+                    for (int64_t r = 0; r < M; r += std::max<int64_t>(1, M - 1)) {
+                        std::vector<float> Yr(static_cast<size_t>(N));
+                        igpt::matmul_panels(X.data() + r * ldx, ldx, 1, K, P.data(), N, b, Yr.data(), N, &pool);
+                        REQUIRE(std::memcmp(Yr.data(), Y.data() + r * ldy, size_t(N) * sizeof(float)) == 0);
+                    }
                     worst = std::max(worst, worst_error(X, ldx, M, K, W, N, b, Y, ldy));
 
                     // f16 panels hold the weights rounded to half precision: compare with those

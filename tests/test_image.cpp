@@ -33,7 +33,7 @@ std::vector<uint8_t> png16_grey(int w, int h, uint16_t value) {
     auto chunk = [&](std::vector<uint8_t>& out, const char* type, const std::vector<uint8_t>& body) {
         be32(out, uint32_t(body.size()));
         std::vector<uint8_t> t(type, type + 4);
-        t.insert(t.end(), body.begin(), body.end());
+        if (!body.empty()) t.insert(t.end(), body.begin(), body.end());  // (GCC 12 warns on an empty range)
         out.insert(out.end(), t.begin(), t.end());
         be32(out, crc(t.data(), t.size()));
     };

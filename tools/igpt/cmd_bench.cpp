@@ -30,6 +30,32 @@ struct Limits {
     double gflops = 0, copy_gbs = 0, read_gbs = 0;
 };
 
+// The vector instructions this build's CPU kernels and Eigen use (CMakeLists.txt: IGPT_AVX512).
+const char* build_isa() {
+#if defined(__AVX512F__)
+    return "AVX-512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "AVX2 + FMA";
+#else
+    return "no AVX2";
+#endif
+}
+
+// The best time of fn() over at least `runs` calls, and more while they add up to under 0.5 s: a short
+// kernel (tiny's prefill, 5-10 ms) needs dozens of runs before one is free of a preemption or a cold cache.
+template <class F>
+double best_time(int runs, F&& fn) {
+    double best = 1e9, total = 0;
+    for (int r = 0; r < runs || (total < 0.5 && r < 500); ++r) {
+        const auto t0 = Clock::now();
+        fn();
+        const double t = secs(t0, Clock::now());
+        best = std::min(best, t);
+        total += t;
+    }
+    return best;
+}
+
 Limits measure_limits(int32_t threads) {
     Limits L;
     igpt::ThreadPool pool(threads);
@@ -38,12 +64,7 @@ Limits measure_limits(int32_t threads) {
     igpt::Rng rng(7);
     for (auto& x : a) x = rng.normal();
     for (auto& x : b) x = rng.normal();
-    double best = 1e9;
-    for (int r = 0; r < 5; ++r) {
-        auto t0 = Clock::now();
-        igpt::matmul_nt(a.data(), n, n, b.data(), n, nullptr, c.data(), &pool);
-        best = std::min(best, secs(t0, Clock::now()));
-    }
+    double best = best_time(5, [&] { igpt::matmul_nt(a.data(), n, n, b.data(), n, nullptr, c.data(), &pool); });
     L.gflops = 2.0 * double(n * n * n) / best / 1e9;
     const size_t bytes = size_t(256) << 20;
     std::vector<char> src(bytes, 1), dst(bytes, 0);
@@ -129,8 +150,12 @@ void register_bench(CLI::App& app) {
         double es = 4;  // bytes per weight and per cached key/value element on the device
         if (!gpu) {
             lim = measure_limits(threads);
-            std::printf("machine: fp32 GEMM 1024^3 %.1f GFLOP/s (our kernel, %d threads); memcpy %.1f GB/s; read %.1f GB/s\n",
-                        lim.gflops, threads, lim.copy_gbs, lim.read_gbs);
+            std::printf("machine: fp32 GEMM 1024^3 %.1f GFLOP/s (our kernel, %s, %d threads); memcpy %.1f GB/s; read "
+                        "%.1f GB/s\n", lim.gflops, build_isa(), threads, lim.copy_gbs, lim.read_gbs);
+#if defined(__x86_64__) && !defined(__AVX512F__)
+            if (__builtin_cpu_supports("avx512f"))
+                std::printf("note: this CPU has AVX-512 and this build does not use it (cmake -DIGPT_AVX512=AUTO)\n");
+#endif
         }
 #ifdef IGPT_WITH_CUDA
         if (gpu) {
@@ -155,12 +180,7 @@ void register_bench(CLI::App& app) {
         std::vector<float> logits(size_t(B) * size_t(V));
         backend->reset(B);
         backend->forward(in.data(), B, np, 0, logits.data(), false);  // warm-up
-        double t_pre = 1e9;
-        for (int r = 0; r < 3; ++r) {
-            auto t0 = Clock::now();
-            backend->forward(in.data(), B, np, 0, logits.data(), false);
-            t_pre = std::min(t_pre, secs(t0, Clock::now()));
-        }
+        const double t_pre = best_time(3, [&] { backend->forward(in.data(), B, np, 0, logits.data(), false); });
         const double M = double(B) * np;
         const double pre_flops = 2 * M * L * (4 * C * C + 2 * C * Hd) + 2.0 * B * V * C +
                                  L * B * 4.0 * C * (double(np) * (np + 1) / 2);  // causal QK^T and PV

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# What the benchmarks' baselines need beyond scripts/install_deps.sh (not the tests): Debian's python3-torch
+# (1.13) with OpenBLAS (libopenblas0-openmp) for the PyTorch side of scripts/bench_cpu.sh and for exporting
+# ONNX graphs (bench/onnx/export_igpt_onnx.py), and onnxruntime-node / onnxruntime-web 1.30.0 from npm
+# (bench/onnx/package-lock.json) for the ONNX Runtime sides of scripts/bench_cpu.sh and scripts/bench_web.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/install_deps.sh" >/dev/null
+missing=()
+for p in python3-torch libopenblas0-openmp; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-web" ] || [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-node" ]; then
+    echo "installing: onnxruntime-node and onnxruntime-web 1.30.0 (npm, into bench/onnx/node_modules)"
+    # bench/onnx/.npmrc skips onnxruntime-node's download of its CUDA provider (the CPU one is in the package)
+    (cd "$ROOT/bench/onnx" && npm ci --no-audit --no-fund >/dev/null)
+fi
