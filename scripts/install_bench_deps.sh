@@ -5,18 +5,7 @@
 # (bench/onnx/package-lock.json) for the ONNX Runtime sides of scripts/bench_cpu.sh and scripts/bench_web.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/install_deps.sh" >/dev/null
-missing=()
-for p in python3-torch libopenblas0-openmp; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash "$ROOT/scripts/install_deps.sh" python3-torch libopenblas0-openmp
 if [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-web" ] || [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-node" ]; then
     echo "installing: onnxruntime-node and onnxruntime-web 1.30.0 (npm, into bench/onnx/node_modules)"
     # bench/onnx/.npmrc skips onnxruntime-node's download of its CUDA provider (the CPU one is in the package)

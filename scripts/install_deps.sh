@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything the project builds and tests with, from Debian's packages (run as root on Debian 12).
+# Installs everything the project builds and tests with, from Debian's packages (run as root on Debian 12),
+# and any further packages named as arguments.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates
       libeigen3-dev libstb-dev catch2 nlohmann-json3-dev libcli11-dev liblbfgspp-dev
       python3 python3-numpy
       emscripten wabt chromium dpkg-dev
       clang libclang-rt-14-dev)
+pkgs+=("$@")  # more, for a caller that needs them (scripts/install_bench_deps.sh)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -52,15 +52,11 @@ def die(msg):
     sys.exit(1)
 
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:  # pragma: no cover
-    die(f"{e.name} is missing: run this with /usr/bin/python3 (Debian's python3-torch; scripts/bench_cpu.sh "
-        "installs it)")
-
-import torch_cpu_bench  # noqa: E402  (TorchIGPT: the reference side of the check)
+import torch_cpu_bench  # noqa: E402  (first: it says what to install when numpy or torch is missing; and
+                        # TorchIGPT, the reference side of the check)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 OPSET = 14
 PROMPT_SEED = 11  # reference prompt
@@ -127,8 +123,9 @@ class Decode(_Core):
 
 class DecodeStatic(_Core):
     """The decode step over a fixed-size cache the caller owns and updates: attends to cache positions
-    0..position-1 (entries at or after position are ignored, but must be finite: zeros, or stale values) and to
-    this step's own key and value, and returns only those (B, H, 1, hd); the caller writes them into its cache at `position`."""
+    0..position-1 (entries at or after position are ignored, but must be finite: zeros, or stale values) and
+    to this step's own key and value, and returns only those (B, H, 1, hd); the caller writes them into its
+    cache at `position`."""
 
     def forward(self, pixel, position, *cache):
         h = self.wte[pixel] + self.wpe[position]  # (B, 1, C)

@@ -123,9 +123,11 @@ function threadCount() {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const dir = path.resolve(o.dir);
-  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) die(`${o.dir}: no such folder (make it with export_igpt_onnx.py)`);
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory())
+    die(`${o.dir}: no such folder (make it with export_igpt_onnx.py)`);
   for (const f of ['prefill.onnx', 'decode.onnx', 'decode_static.onnx', 'reference.json'])
-    if (!fs.existsSync(path.join(dir, f))) die(`${path.join(o.dir, f)}: missing (make it with export_igpt_onnx.py MODEL ${o.dir})`);
+    if (!fs.existsSync(path.join(dir, f)))
+      die(`${path.join(o.dir, f)}: missing (make it with export_igpt_onnx.py MODEL ${o.dir})`);
   let ref;
   try {
     ref = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8'));
@@ -176,7 +178,8 @@ async function main() {
       (fell ? ' (ort-web fell back to ONE thread: ' + warnings.join(' | ') + ')' : '') +
       `, OS threads of this process ${threadsBefore} -> ${threadsAfter}`;
   } else {
-    threadNote = `native intra-op threads: ${o.threads}, OS threads of this process ${threadsBefore} -> ${threadsAfter}`;
+    threadNote = `native intra-op threads: ${o.threads}, OS threads of this process ` +
+      `${threadsBefore} -> ${threadsAfter}`;
   }
 
   const presentNames = pre.outputNames.filter((n) => n.startsWith('present.'));
@@ -253,7 +256,8 @@ async function main() {
     const sp = makeState('present', p, 2), ss = makeState('static', p, 2);
     let px = ref.decode_pixels;
     const lp = await sp.step(i64(px, [2, 1])), ls = await ss.step(i64(px, [2, 1]));
-    if (lp.length !== 2 * V || ls.length !== 2 * V) die(`decode logits have ${lp.length}, ${ls.length} values, expected 2 x ${V}`);
+    if (lp.length !== 2 * V || ls.length !== 2 * V)
+      die(`decode logits have ${lp.length}, ${ls.length} values, expected 2 x ${V}`);
     eDec = normErr(lp, ref.decode_logits.flat());
     eDecS = normErr(ls, ref.decode_logits.flat());
     for (let i = 0; i < 4; i++) { // 4 more steps on both: the cache writes of one step feed the next
@@ -266,7 +270,8 @@ async function main() {
   const f = (x) => x.toExponential(1);
   if (!(ePre <= TOL && eDec <= TOL && eDecS <= TOL && eModes <= TOL))
     die(`ONNX Runtime (${o.backend}) logits disagree with TorchIGPT: normalised max error prefill ${f(ePre)}, ` +
-        `decode ${f(eDec)}, static decode ${f(eDecS)}, static vs present over 4 more steps ${f(eModes)} (tolerance ${TOL})`);
+        `decode ${f(eDec)}, static decode ${f(eDecS)}, static vs present over 4 more steps ${f(eModes)} ` +
+        `(tolerance ${TOL})`);
   console.error(`check vs TorchIGPT (reference.json): normalised max error prefill ${f(ePre)}, decode ${f(eDec)}, ` +
     `static decode ${f(eDecS)}; static vs present over 4 more steps ${f(eModes)} (tolerance ${TOL})`);
   console.error(threadNote);
@@ -299,7 +304,8 @@ async function main() {
       stride = V;
     }
     const t2 = performance.now();
-    for (let j = 0; j < out.length; j++) if (!(out[j] >= 0 && out[j] < V)) die('the completion produced a pixel out of range');
+    for (let j = 0; j < out.length; j++)
+      if (!(out[j] >= 0 && out[j] < V)) die('the completion produced a pixel out of range');
     return { total: (t2 - t0) / 1e3, prefill: (t1 - t0) / 1e3, decode: (t2 - t1) / 1e3 };
   }
 
@@ -321,10 +327,12 @@ async function main() {
     const tps = (steps * B) / best.decode;
     const ratio = cpu / wall;
     const cpuName = (os.cpus()[0] || {}).model || '?';
-    console.log(`onnxruntime-${o.backend} 1.30.0${o.backend === 'web' ? ' (wasm, SIMD)' : ' (CPU EP)'}, ${o.cache} KV cache, ` +
+    console.log(`onnxruntime-${o.backend} 1.30.0${o.backend === 'web' ? ' (wasm, SIMD)' : ' (CPU EP)'}, ` +
+      `${o.cache} KV cache, ` +
       `${ref.config} (width ${ref.width}, ${ref.layers} layers), batch ${B}, ${o.threads} threads on ${cpuName}: ` +
       `complete ${best.total.toFixed(3)} s (prefill of ${k + 1} positions ${best.prefill.toFixed(3)} s, ` +
-      `${steps} decode steps ${best.decode.toFixed(3)} s, ${tps.toFixed(0)} tokens/s), best of ${o.repeats} after a warm-up; ` +
+      `${steps} decode steps ${best.decode.toFixed(3)} s, ${tps.toFixed(0)} tokens/s), ` +
+      `best of ${o.repeats} after a warm-up; ` +
       `CPU time / wall time ${ratio.toFixed(2)}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     if (o.backend === 'web' && o.threads > 1 && ort.env.wasm.numThreads === 1)
       console.log(`NOTE: onnxruntime-web ran on ONE thread, not ${o.threads}: multi-threading is unavailable here`);
