@@ -79,7 +79,7 @@ class TorchIGPT:
             self.blocks.append(tuple(t(P[p + n]) for n in
                                      ("ln_1.g", "attn.qkv.w", "attn.proj.w", "ln_2.g", "mlp.fc.w", "mlp.proj.w")))
         self.ln_f, self.head = t(P["ln_f.g"]), t(P["head.w"])
-        self.P, self.cfg_ref = P, cfg
+        self.P = P  # float64, as igpt_ref read them: for check_against_reference
 
     def norm(self, x, g):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * g
@@ -110,15 +110,29 @@ class TorchIGPT:
             h = h + F.linear(f * torch.sigmoid(1.702 * f), wmp)
         return F.linear(self.norm(h[:, -1], self.ln_f), self.head)
 
+    def prefill(self, pixels, cache):
+        """One sequence: sos + pixels (LongTensor) at positions 0..len; logits (1, V) of the last."""
+        n = pixels.numel()
+        h = torch.cat([self.sos.view(1, 1, -1), self.wte[pixels].view(1, n, -1)], 1) + self.wpe[:n + 1]
+        return self.forward(h, cache, 0)
+
+    def step(self, tokens, cache, pos):
+        """One pixel per sequence (LongTensor of B) at position pos; logits (B, V)."""
+        return self.forward((self.wte[tokens] + self.wpe[pos]).view(tokens.numel(), 1, -1), cache, pos)
+
+    def fan_out(self, cache1, n, B):
+        """A batch-1 cache's first n positions copied to B sequences."""
+        cache = self.new_cache(B)
+        cache[:, :, :, :, :n] = cache1[:, :, :, :, :n]
+        return cache
+
     def complete(self, prompt, B, steps=None, generator=None):
         """prompt: the kept pixels (LongTensor); returns (B, len(prompt) + sampled) tokens."""
         k = prompt.numel()
         steps = self.T - k if steps is None else steps
         cache1 = self.new_cache(1)
-        h = torch.cat([self.sos.view(1, 1, -1), self.wte[prompt].unsqueeze(0)], 1) + self.wpe[:k + 1]
-        logits = self.forward(h, cache1, 0).expand(B, -1)
-        cache = self.new_cache(B)
-        cache[:, :, :, :, :k + 1] = cache1[:, :, :, :, :k + 1]
+        logits = self.prefill(prompt, cache1).expand(B, -1)
+        cache = self.fan_out(cache1, k + 1, B)
         out = torch.empty(B, k + steps, dtype=torch.long)
         out[:, :k] = prompt
         for i in range(steps):
@@ -126,9 +140,7 @@ class TorchIGPT:
             out[:, k + i] = tok
             if i + 1 == steps:
                 break
-            pos = k + 1 + i
-            h = (self.wte[tok] + self.wpe[pos]).view(B, 1, -1)
-            logits = self.forward(h, cache, pos)
+            logits = self.step(tok, cache, k + 1 + i)
         return out
 
 
@@ -136,13 +148,12 @@ def check_against_reference(m, n=24):
     """Logits of n inputs (sos + n-1 pixels), prefill and one cached decode step, against igpt_ref."""
     rng = np.random.default_rng(7)
     toks = rng.integers(0, m.cfg["vocab"], size=n - 1)
-    ref = igpt_ref.forward(m.cfg_ref, m.P, np.concatenate([[-1], toks]))
+    ref = igpt_ref.forward(m.cfg, m.P, np.concatenate([[-1], toks]))
     with torch.inference_mode():
         cache = m.new_cache(1)
         tt = torch.from_numpy(toks)
-        h = torch.cat([m.sos.view(1, 1, -1), m.wte[tt[:n - 2]].unsqueeze(0)], 1) + m.wpe[:n - 1]
-        a = m.forward(h, cache, 0)[0].double().numpy()
-        b = m.forward((m.wte[tt[n - 2]] + m.wpe[n - 1]).view(1, 1, -1), cache, n - 1)[0].double().numpy()
+        a = m.prefill(tt[:n - 2], cache)[0].double().numpy()
+        b = m.step(tt[n - 2:], cache, n - 1)[0].double().numpy()
     err = max(np.abs(a - ref[n - 2]).max() / np.abs(ref[n - 2]).max(),
               np.abs(b - ref[n - 1]).max() / np.abs(ref[n - 1]).max())
     if not err <= 1e-4:

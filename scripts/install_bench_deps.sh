@@ -6,7 +6,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/install_deps.sh" python3-torch libopenblas0-openmp
-if [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-web" ] || [ ! -d "$ROOT/bench/onnx/node_modules/onnxruntime-node" ]; then
+ORT="$ROOT/bench/onnx/node_modules"
+if [ ! -d "$ORT/onnxruntime-web" ] || [ ! -d "$ORT/onnxruntime-node" ]; then
     echo "installing: onnxruntime-node and onnxruntime-web 1.30.0 (npm, into bench/onnx/node_modules)"
     # bench/onnx/.npmrc skips onnxruntime-node's download of its CUDA provider (the CPU one is in the package)
     (cd "$ROOT/bench/onnx" && npm ci --no-audit --no-fund >/dev/null)

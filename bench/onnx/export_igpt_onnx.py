@@ -198,12 +198,9 @@ def reference(m, path):
     with torch.inference_mode():
         c1 = m.new_cache(1)
         pt = torch.from_numpy(prompt)
-        h = torch.cat([m.sos.view(1, 1, -1), m.wte[pt].unsqueeze(0)], 1) + m.wpe[:k + 1]
-        pre = m.forward(h, c1, 0)[0]
-        c2 = m.new_cache(2)
-        c2[:, :, :, :, :k + 1] = c1[:, :, :, :, :k + 1]
+        pre = m.prefill(pt, c1)[0]
         nt = torch.from_numpy(nxt)
-        dec = m.forward((m.wte[nt] + m.wpe[k + 1]).view(2, 1, -1), c2, k + 1)
+        dec = m.step(nt, m.fan_out(c1, k + 1, 2), k + 1)
         # the export modules, eagerly
         out = Prefill(m)(pt.view(1, -1))
         kv = [t.expand(2, -1, -1, -1) for t in out[1:]]

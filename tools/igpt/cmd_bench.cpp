@@ -41,12 +41,13 @@ const char* build_isa() {
 #endif
 }
 
-// The best time of fn() over at least `runs` calls, and more while they add up to under 0.5 s: a short
-// kernel (tiny's prefill, 5-10 ms) needs dozens of runs before one is free of a preemption or a cold cache.
+// The best time of fn() over at least `runs` calls, and more while they add up to under `fill` seconds: a
+// short kernel (tiny's prefill, 5-10 ms) needs dozens of runs before one is free of a preemption or a cold
+// cache. (A pass over 256 MB needs no more than its `runs`: fill 0.)
 template <class F>
-double best_time(int runs, F&& fn) {
+double best_time(int runs, F&& fn, double fill = 0.5) {
     double best = 1e9, total = 0;
-    for (int r = 0; r < runs || (total < 0.5 && r < 500); ++r) {
+    for (int r = 0; r < runs || (total < fill && r < 500); ++r) {
         const auto t0 = Clock::now();
         fn();
         const double t = secs(t0, Clock::now());
@@ -68,28 +69,20 @@ Limits measure_limits(int32_t threads) {
     L.gflops = 2.0 * double(n * n * n) / best / 1e9;
     const size_t bytes = size_t(256) << 20;
     std::vector<char> src(bytes, 1), dst(bytes, 0);
-    best = 1e9;
-    for (int r = 0; r < 3; ++r) {
-        auto t0 = Clock::now();
-        std::memcpy(dst.data(), src.data(), bytes);
-        best = std::min(best, secs(t0, Clock::now()));
-    }
+    best = best_time(3, [&] { std::memcpy(dst.data(), src.data(), bytes); }, 0);
     L.copy_gbs = double(bytes) / best / 1e9;
     // Read bandwidth: every thread sums its share of the buffer (what streaming the weights needs).
     const int64_t nf = int64_t(bytes / 4);
     std::vector<float> buf(size_t(nf), 1.0f);
     std::vector<double> sums(size_t(pool.size()));
-    best = 1e9;
-    for (int r = 0; r < 4; ++r) {
-        auto t0 = Clock::now();
+    best = best_time(4, [&] {
         pool.parallel_for(nf / 4096, 1, [&](int64_t b, int64_t e, int32_t t) {
             float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (int64_t i = b * 4096; i < e * 4096; i += 8)
                 for (int j = 0; j < 8; ++j) acc[j] += buf[size_t(i + j)];
             for (float a : acc) sums[size_t(t)] += a;
         });
-        best = std::min(best, secs(t0, Clock::now()));
-    }
+    }, 0);
     L.read_gbs = double(bytes) / best / 1e9;
     return L;
 }
