@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Browser benchmark next to the native one, in one run: completes the bottom half of a 32x32 image with the
-# tiny model at batch 1 and 8 in headless chromium (the threaded builds on 2 threads, with relaxed SIMD and
-# without, and the single-threaded build), runs `igpt bench -c tiny -b B -j 2` natively, and prints one table
-# with the ratio wasm/native.
+# Browser benchmark next to the native one, in one run: completes the bottom half of a 32x32 image with each
+# shipped model (MODELS, default "tiny small") at batch 1 and 8 in headless chromium (the threaded builds on 2
+# threads, with relaxed SIMD and without, and the single-threaded build), runs `igpt bench -c <model> -b B -j 2`
+# natively, and prints one table a model with the ratio wasm/native.
 # Then the same wasm completion under node, without a page (igpt_bench_session): the engine alone, where
 # headless chromium's software WebGL takes no CPU from it; and beside it, in the same run, what a web
 # developer would use instead: ONNX Runtime Web 1.30 (wasm, SIMD, threads) under node on the ONNX export of
 # the same model file (bench/onnx/; scripts/install_bench_deps.sh installs what it needs).
 #   scripts/bench_web.sh [threads=2]
 # Builds what is missing: the web app (scripts/build_web.sh) and the native CLI (build/).
-# Environment: IGPT_WEB_BUILD (default build-web), IGPT_NATIVE_BUILD (default build).
+# Environment: IGPT_WEB_BUILD (default build-web), IGPT_NATIVE_BUILD (default build), MODELS.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WEB="$(realpath -m "${IGPT_WEB_BUILD:-$ROOT/build-web}")"
@@ -25,7 +25,9 @@ fi
 if [ ! -d "$ROOT/tests/web/node_modules/playwright-core" ]; then
     (cd "$ROOT/tests/web" && npm ci --no-audit --no-fund >/dev/null 2>&1 || npm install --no-audit --no-fund >/dev/null)
 fi
-node "$ROOT/tests/web/bench.js" "$WEB/www" tiny "$THREADS" "$NATIVE/tools/igpt/igpt"
+for model in ${MODELS:-tiny small}; do
+    node "$ROOT/tests/web/bench.js" "$WEB/www" "$model" "$THREADS" "$NATIVE/tools/igpt/igpt"
+done
 export NODE_PATH=/usr/share/nodejs
 cmake --build "$WEB" -j 2 --target igpt_bench_session >/dev/null
 cmake --build "$WEB/rs" -j 2 --target igpt_bench_session >/dev/null

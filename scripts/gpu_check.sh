@@ -1,31 +1,46 @@
 #!/usr/bin/env bash
-# Every GPU check of the CUDA backend (issue 5) in one go, for a session with a lent GPU machine: build
-# with CUDA, run the [cuda] tests (CUDA vs CPU logits, greedy tokens, NLL, sampler), compute-sanitizer
-# (memcheck + racecheck) on a small model, `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 16 / 32
-# (fused decode step; layer by layer at 1 / 8),
-# the PyTorch anchors (bench/torch_bench.py), the training bench against bench/torch_train_bench.py
-# (SKIP_TRAIN=1 skips it), then the whole native suite. Logs go to $OUT (at most 8 files come back from
-# the device tool; this writes 8). About 6 minutes on one H100 + 16 cores without the training part;
-# every step has its own time limit, and a failed step does not stop the ones after it.
+# Every GPU check of the CUDA backend (issues 5 and 6) in one go, for a session with a lent GPU machine:
+#  1. the build: binaries built on the dev machine (scripts/pack_device_run.sh) when they run there, else a
+#     build with CUDA from the carried headers;
+#  2. the [cuda] tests (inference: CUDA vs CPU logits, greedy tokens, NLL, sampler; training: gradients of
+#     every op and 50-step loss curves against the CPU trainer), compute-sanitizer memcheck;
+#  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8);
+#  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32;
+#  5. with TRAIN_SECONDS > 0 and the training tests green: `igpt train --device cuda` on CIFAR-10 for about
+#     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; the step count comes from a train-bench of that shape),
+#     its f16 export, log and metrics;
+#  6. the PyTorch sides in what time is left: bench/torch_train_bench.py (eager, torch.compile), then
+#     bench/torch_bench.py (static-KV decoder under torch.compile, Hugging Face generate);
+#  7. the whole native suite if time is still left.
+# Every step has its own time limit; a failed step does not stop the ones after it. At most 8 files come back
+# from the device tool: this writes summary.txt, build.txt, tests.txt, bench_igpt.txt, bench_train.txt,
+# bench_torch.txt, train.txt and the trained model.
 #
-# On the GPU machine the Debian header packages are missing: run scripts/pack_device_headers.sh here
-# first and carry .cache/devhdr (see README, section CUDA). Environment: OUT (log folder, default
-# out/gpu_check), IGPT_DEVICE_HEADERS (default .cache/devhdr), JOBS (default: all cores), BUDGET (seconds the
-# whole script may take, default 570), SKIP_TORCH=1, SKIP_RACECHECK=1.
+#   dev machine:  bash scripts/pack_device_run.sh        # -> .cache/dev (headers, binaries, CIFAR-10 tarball)
+#   device tool:  run(command="TRAIN_SECONDS=180 bash scripts/gpu_check.sh", carry=[".cache/dev"], timeout_s=600)
+#
+# Environment: OUT (log folder, default out/gpu_check), DEV (default .cache/dev), JOBS (default: all cores),
+# BUDGET (seconds the whole script may take, default 560), BATCHES, SKIP_TORCH=1, SKIP_TESTS=1, TORCH_ARGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/out/gpu_check}
+ROOT=$PWD
+OUT=${OUT:-$ROOT/out/gpu_check}
 mkdir -p "$OUT"
-HDR=${IGPT_DEVICE_HEADERS:-$PWD/.cache/devhdr}
+DEV=${DEV:-$ROOT/.cache/dev}
 JOBS=${JOBS:-$(nproc)}
-BUILD=${BUILD:-build-gpu}
+BUDGET=${BUDGET:-560}
+TRAIN_SECONDS=${TRAIN_SECONDS:-0}
+TRAIN_CONFIG=${TRAIN_CONFIG:-small}
+TRAIN_BATCH=${TRAIN_BATCH:-64}
+TRAIN_LR=${TRAIN_LR:-1.5e-3}
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 T0=$SECONDS
-BUDGET=${BUDGET:-570}
+export PYTHONUNBUFFERED=1
 
 note() { echo "[$((SECONDS - T0)) s] $*" | tee -a "$SUMMARY"; }
 keep() { tee -a "$SUMMARY"; }  # lines worth reading first: to the summary and the output
+left() { echo $((BUDGET - (SECONDS - T0))); }
 step() {  # name, log file, time limit (s), command...
     local name=$1 logf=$2 limit=$3
     shift 3
@@ -40,97 +55,135 @@ step() {  # name, log file, time limit (s), command...
     return $rc
 }
 
-# --- 1. the machine -----------------------------------------------------------------------------------
+# --- 1. the machine and the binaries ------------------------------------------------------------------
 command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+# cuBLAS 13 wherever this machine keeps it (the dev machine's binaries look in /usr/local/cuda/lib)
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib \
+    $(python3 -c "import nvidia, os; print(' '.join(os.path.join(p, 'cu13', 'lib') for p in nvidia.__path__))" 2>/dev/null); do
+    [ -e "$d/libcublas.so.13" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
 {
     nvidia-smi || true
     nvcc --version || true
     cmake --version | head -1 || true
-    ninja --version || true
     c++ --version | head -1 || true
+    lscpu | grep -E "Model name|^CPU\(s\)" || true
     python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" || true
-    echo "headers: $HDR"; ls "$HDR" || true
-} >"$OUT/env.txt" 2>&1
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    ls "$DEV" || true
+} >"$OUT/build.txt" 2>&1
 note "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1); $JOBS jobs"
-if [ ! -d "$HDR/eigen3/Eigen" ]; then
-    note "no header folder at $HDR: run scripts/pack_device_headers.sh on the dev machine and carry .cache/devhdr"
-    exit 1
+
+# The dev machine's build: its binaries carry absolute paths of the dev checkout (test data, the CLI the
+# tests spawn), so that path is made to point here.
+BUILD=""
+if [ -f "$DEV/bin/build_dir" ]; then
+    dev_build=$(cat "$DEV/bin/build_dir")
+    dev_root=$(dirname "$dev_build")
+    if [ "$dev_root" != "$ROOT" ] && [ ! -e "$dev_root" ]; then
+        mkdir -p "$(dirname "$dev_root")" && ln -s "$ROOT" "$dev_root"
+    fi
+    b=$ROOT/$(basename "$dev_build")
+    mkdir -p "$b/tools/igpt" "$b/tests"
+    cp "$DEV/bin/igpt" "$b/tools/igpt/igpt" && cp "$DEV/bin/igpt_tests" "$b/tests/igpt_tests"
+    if "$b/tools/igpt/igpt" --version >>"$OUT/build.txt" 2>&1 && "$b/tests/igpt_tests" --help >/dev/null 2>>"$OUT/build.txt"; then
+        BUILD=$b
+        note "binaries: the dev machine's ($(cat "$DEV/bin/commit" 2>/dev/null)), run from $BUILD"
+    else
+        note "binaries: the dev machine's do not run here (build.txt); building"
+    fi
 fi
-
-# --- 2. build -----------------------------------------------------------------------------------------
-gen=()
-command -v ninja >/dev/null && gen=(-G Ninja)
-step "configure" "$OUT/build.txt" 120 cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DIGPT_WITH_CUDA=ON -DIGPT_SYSINC_FROM="$HDR" -DCMAKE_CUDA_ARCHITECTURES=90 -DIGPT_BUILD_TESTS=ON \
-    -DIGPT_BUILD_TOOLS=ON || exit 1
-step "build" "$OUT/build.txt" 300 cmake --build "$BUILD" -j "$JOBS" --target igpt igpt_tests || exit 1
-grep -i -E "warning" "$OUT/build.txt" | head -20 | keep
-
-# --- 3. correctness: [cuda] tests, then compute-sanitizer on the small-model case ----------------------
-TESTS=$PWD/$BUILD/tests/igpt_tests
-(cd "$BUILD/tests" && step "tests [cuda]" "$OUT/tests_cuda.txt" 180 "$TESTS" "[cuda]" --reporter compact --durations yes)
-grep -E "^cuda (train )?check:" "$OUT/tests_cuda.txt" | keep
-grep -E "skipped: no GPU|passed|failed" "$OUT/tests_cuda.txt" | tail -3 | keep
-if command -v compute-sanitizer >/dev/null; then
-    tools=(memcheck)
-    [ "${SKIP_RACECHECK:-0}" = 1 ] || tools+=(racecheck)
-    for tool in "${tools[@]}"; do  # racecheck is slow: the fused decode step alone (its shared memory)
-        tag="[sanitize]"
-        [ "$tool" = racecheck ] && tag="[sanitize_fused]"
-        (cd "$BUILD/tests" && step "compute-sanitizer $tool $tag" "$OUT/tests_cuda.txt" 90 \
-            compute-sanitizer --tool "$tool" --error-exitcode 3 "$TESTS" "$tag" --reporter compact)
-    done
-else
-    note "compute-sanitizer not found: skipped"
+if [ -z "$BUILD" ]; then
+    HDR=$ROOT/.cache/devhdr
+    [ -d "$HDR/eigen3" ] || { mkdir -p "$HDR" && tar xJf "$DEV/devhdr.tar.xz" -C "$HDR"; }
+    BUILD=$ROOT/build-gpu
+    gen=()
+    command -v ninja >/dev/null && gen=(-G Ninja)
+    step "configure" "$OUT/build.txt" 120 cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+        -DIGPT_WITH_CUDA=ON -DIGPT_SYSINC_FROM="$HDR" -DCMAKE_CUDA_ARCHITECTURES=90 -DIGPT_BUILD_TESTS=ON \
+        -DIGPT_BUILD_TOOLS=ON || exit 1
+    step "build" "$OUT/build.txt" 300 cmake --build "$BUILD" -j "$JOBS" --target igpt igpt_tests || exit 1
+    grep -i -E "warning" "$OUT/build.txt" | head -20 | keep
 fi
+# the NumPy reference tests need a Python with NumPy; that machine's /usr/bin/python3 has none
+python3 -c "import numpy" 2>/dev/null && export IGPT_PYTHON=$(command -v python3)
+IGPT=$BUILD/tools/igpt/igpt
+TESTS=$BUILD/tests/igpt_tests
 
-# --- 4. speed: igpt bench, iGPT-S shape, batch 1 / 8 / 32; then the PyTorch anchors --------------------
-# The fused one-kernel decode step (the default) at every batch it covers, and the layer-by-layer
-# kernels (IGPT_CUDA_FUSED=0) beside it; batches over 16 decode layer by layer anyway.
-for b in ${BATCHES:-1 8 16 32}; do
-    step "igpt bench S batch $b" "$OUT/bench_igpt.txt" 120 env IGPT_CUDA_PROFILE=1 "$BUILD/tools/igpt/igpt" bench \
-        -c S --device cuda --batch "$b" --repeats 2
-done
-for b in ${LAYERED_BATCHES:-1 8}; do
-    step "igpt bench S batch $b, layer by layer" "$OUT/bench_igpt.txt" 120 env IGPT_CUDA_FUSED=0 \
-        "$BUILD/tools/igpt/igpt" bench -c S --device cuda --batch "$b" --repeats 2
-done
-grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
-export PYTHONUNBUFFERED=1
-left=$((BUDGET - (SECONDS - T0)))  # the device tool's 600 s per command, less a margin
-if [ "${SKIP_TORCH:-0}" = 1 ] || [ $left -lt 90 ]; then
-    note "torch_bench: skipped (SKIP_TORCH or only $left s left)"
-else
-    step "torch_bench" "$OUT/bench_torch.txt" $((left < 300 ? left - 10 : 300)) python3 bench/torch_bench.py \
-        --igpt-results "$OUT/bench_igpt.txt" ${TORCH_ARGS:-}
-    grep -E "^(torch|transformers|hf:|static)" "$OUT/bench_torch.txt" | keep
-    sed -n '/^Complete the bottom half/,$p' "$OUT/bench_torch.txt" | keep
-fi
-
-# --- 4b. training (issue 6): igpt train-bench on the 26M and iGPT-S shapes, batch 32, then the PyTorch side ---
-left=$((BUDGET - (SECONDS - T0)))
-if [ "${SKIP_TRAIN:-0}" = 1 ] || [ $left -lt 120 ]; then
-    note "training bench: skipped (SKIP_TRAIN or only $left s left)"
-else
-    for shape in "--layers 8" ""; do
-        step "igpt train-bench S $shape batch 32" "$OUT/bench_train.txt" 120 "$BUILD/tools/igpt/igpt" train-bench \
-            -c S $shape -b 32 --steps 4 --warmup 1 --device cuda
-    done
-    grep -E "^(train bench|forward|whole step|RESULT)" "$OUT/bench_train.txt" | keep
-    left=$((BUDGET - (SECONDS - T0)))
-    if [ "${SKIP_TORCH:-0}" != 1 ] && [ $left -ge 150 ]; then
-        step "torch_train_bench" "$OUT/bench_train.txt" $((left < 300 ? left - 10 : 300)) python3 \
-            bench/torch_train_bench.py --igpt-results "$OUT/bench_train.txt"
-        sed -n '/^Training throughput/,$p' "$OUT/bench_train.txt" | keep
+# --- 2. correctness: the [cuda] tests, then compute-sanitizer memcheck -----------------------------------
+train_ok=1
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    (cd "$BUILD/tests" && step "tests [cuda]" "$OUT/tests.txt" 240 "$TESTS" "[cuda]" --reporter compact --durations yes)
+    grep -E "^cuda (train )?check:" "$OUT/tests.txt" | keep
+    grep -E "skipped: no GPU|passed|failed" "$OUT/tests.txt" | tail -3 | keep
+    grep -q -E "test_train_cuda.*(FAILED|failed)" "$OUT/tests.txt" && train_ok=0
+    if command -v compute-sanitizer >/dev/null; then
+        (cd "$BUILD/tests" && step "compute-sanitizer memcheck [sanitize]" "$OUT/tests.txt" 60 \
+            compute-sanitizer --tool memcheck --error-exitcode 3 "$TESTS" "[sanitize]" --reporter compact)
     fi
 fi
 
-# --- 5. the whole native suite on this machine (CLI tests now default to --device auto = CUDA) ----------
-left=$((BUDGET - (SECONDS - T0)))
-if [ $left -lt 40 ]; then
-    note "tests (all): skipped (only $left s left)"
+# --- 3. inference speed: igpt bench, iGPT-S shape ------------------------------------------------------
+for b in ${BATCHES:-1 8 32}; do
+    step "igpt bench S batch $b" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_PROFILE=1 "$IGPT" bench \
+        -c S --device cuda --batch "$b" --repeats 2
+done
+step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
+    -c S --device cuda --batch 8 --repeats 2
+grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
+
+# --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
+for shape in "--layers 8" ""; do
+    step "igpt train-bench S $shape batch 32" "$OUT/bench_train.txt" 90 "$IGPT" train-bench \
+        -c S $shape -b 32 --steps 4 --warmup 2 --device cuda
+done
+grep -E "^(train bench|whole step|forward|RESULT)" "$OUT/bench_train.txt" | keep
+
+# --- 5. a model trained on CIFAR-10 (JPEG copy) --------------------------------------------------------
+if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar.gz" ]; then
+    TL=$OUT/train.txt
+    data=/tmp/igpt_data
+    mkdir -p $data && tar xzf "$DEV/cifar10-jpg.tar.gz" -C $data
+    step "train-bench $TRAIN_CONFIG batch $TRAIN_BATCH" "$TL" 60 "$IGPT" train-bench -c "$TRAIN_CONFIG" \
+        -b "$TRAIN_BATCH" --steps 4 --warmup 2 --device cuda
+    rate=$(grep -oE "^RESULT igpt-train .*tokens_per_s=[0-9]+" "$TL" | tail -1 | sed 's/.*tokens_per_s=//')
+    # the step count that fits: 85% of the bench's rate (the trainer samples batches and evaluates too)
+    steps=$(python3 -c "print(max(50, int($TRAIN_SECONDS * ${rate:-0} * 0.85 / ($TRAIN_BATCH * 1024))))")
+    note "training $TRAIN_CONFIG for about $TRAIN_SECONDS s: ${rate:-?} tokens/s in the bench -> $steps steps of $TRAIN_BATCH"
+    run=/tmp/igpt_run
+    step "igpt train $TRAIN_CONFIG" "$TL" $((TRAIN_SECONDS + 120)) timeout -s TERM $((TRAIN_SECONDS + 90)) \
+        "$IGPT" train --data $data/train --val-data $data/test --palette assets/models/tiny.safetensors \
+        --cache-dir $data/cache --crop-scale 1 --config "$TRAIN_CONFIG" --batch "$TRAIN_BATCH" --steps "$steps" \
+        --lr "$TRAIN_LR" --warmup $((steps / 20 + 20)) --eval-every $((steps / 8 + 1)) --eval-images 256 \
+        --final-eval-images 1000 --ckpt-every 200 --device cuda --seed 1 --out $run
+    step "export f16" "$TL" 60 "$IGPT" export $run "$OUT/$TRAIN_CONFIG-cuda.safetensors" --dtype f16
+    { echo "== metrics.jsonl"; cat $run/metrics.jsonl; echo "== baselines.json"; cat $run/baselines.json; } >>"$TL" 2>&1
+    grep -E "^(trained|val bits|model|exported|stopped)" "$TL" | keep
+    [ -f $run/metrics.jsonl ] && tail -2 $run/metrics.jsonl | keep
+elif [ "$TRAIN_SECONDS" -gt 0 ]; then
+    note "training: skipped (training tests failed, or no $DEV/cifar10-jpg.tar.gz)"
+fi
+
+# --- 6. the PyTorch sides ----------------------------------------------------------------------------------
+if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$(left)" -ge 100 ]; then
+    l=$(left)
+    step "torch_train_bench" "$OUT/bench_train.txt" $((l < 200 ? l - 20 : 180)) python3 \
+        bench/torch_train_bench.py --igpt-results "$OUT/bench_train.txt"
+    sed -n '/^Training throughput/,$p' "$OUT/bench_train.txt" | keep
+fi
+if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$(left)" -ge 80 ]; then
+    l=$(left)
+    step "torch_bench" "$OUT/bench_torch.txt" $((l - 15)) python3 bench/torch_bench.py \
+        --igpt-results "$OUT/bench_igpt.txt" ${TORCH_ARGS:---hf-batches 8 --static-batches 8,1}
+    grep -E "^(torch|transformers|hf:|static)" "$OUT/bench_torch.txt" | keep
+    sed -n '/^Complete the bottom half/,$p' "$OUT/bench_torch.txt" | keep
 else
-    (cd "$BUILD/tests" && step "tests (all)" "$OUT/tests_all.txt" $((left - 15)) "$TESTS" --reporter compact)
-    tail -3 "$OUT/tests_all.txt" | keep
+    note "PyTorch benches: skipped (SKIP_TORCH, or only $(left) s left)"
+fi
+
+# --- 7. the whole native suite (CLI tests default to --device auto = CUDA here) ---------------------------
+if [ "${SKIP_TESTS:-0}" != 1 ] && [ "$(left)" -ge 60 ]; then
+    (cd "$BUILD/tests" && step "tests (all)" "$OUT/tests.txt" $(($(left) - 15)) "$TESTS" --reporter compact)
+    tail -3 "$OUT/tests.txt" | keep
 fi
 note "done in $((SECONDS - T0)) s (summary: $OUT/summary.txt)"

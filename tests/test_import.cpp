@@ -31,7 +31,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-const char* kPython = "/usr/bin/python3";
+const char* const kPython = igpt_test::python();
 
 std::string quote(const std::string& s) {
     std::string r = "'";

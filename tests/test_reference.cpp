@@ -34,7 +34,7 @@
 namespace {
 
 constexpr double kRel = 1e-4;  // the tolerance: C++ float32 vs NumPy float64
-const char* kPython = "/usr/bin/python3";
+const char* const kPython = igpt_test::python();
 
 std::string ref_script() { return std::string(IGPT_SOURCE_DIR) + "/tests/ref/igpt_ref.py"; }
 
@@ -83,7 +83,8 @@ void require_reference() {
     }
     if (state == 2)
         FAIL("the NumPy reference cannot run (" << why
-                                                 << "); install it: apt-get install python3 python3-numpy");
+                                                 << "); install it: apt-get install python3 python3-numpy, or point IGPT_PYTHON at a "
+                                                    "Python that has NumPy");
 }
 
 std::string run_ref(const std::string& args) {

@@ -1,5 +1,6 @@
 // Kill-and-resume: run `igpt train` as a subprocess, SIGKILL it mid-run, `--resume` it, and compare its
 // metrics log and final weights with an uninterrupted run of the same command: they must be identical.
+// The same for SIGTERM (Ctrl-C, `timeout`), which stops the run cleanly: a checkpoint at the step it stopped.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -72,7 +73,8 @@ std::vector<std::string> curve(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("train: a run killed with SIGKILL and resumed reproduces the uninterrupted run", "[train][resume]") {
+TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reproduces the uninterrupted run",
+          "[train][resume]") {
     const std::string root = fresh_dir("resume");
     const std::string data = root + "/images";
     fs::create_directories(data);
@@ -128,6 +130,35 @@ TEST_CASE("train: a run killed with SIGKILL and resumed reproduces the uninterru
     CHECK(ma.params == mb.params);
     CHECK(mb.provenance.find("resumed") != std::string::npos);
     CHECK(ma.provenance.find("\"steps\":160") != std::string::npos);
+
+    // SIGTERM: the step in flight finishes, the checkpoint is written at it, the exit is a one-line error
+    const std::string c = root + "/c";
+    pid = spawn(cmd(c), root + "/c.log");
+    const auto t1 = std::chrono::steady_clock::now();
+    while (count_lines(c + "/metrics.jsonl") < 30 && std::chrono::steady_clock::now() - t1 < std::chrono::seconds(60))
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    kill(pid, SIGTERM);
+    CHECK(wait_exit(pid) == 1);
+    const size_t at_term = count_lines(c + "/metrics.jsonl");
+    INFO("stopped after " << at_term << " metrics lines");
+    REQUIRE(at_term >= 30);
+    REQUIRE(at_term < 160);
+    {
+        std::ifstream lf(root + "/c.log");
+        const std::string log((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+        CHECK(log.find("stopped at step " + std::to_string(at_term) + " of 160; checkpoint saved") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(c + "/model.safetensors"));
+    std::vector<std::string> rc = cmd(c);
+    rc.push_back("--resume");
+    REQUIRE(wait_exit(spawn(rc, root + "/c2.log")) == 0);
+    const std::vector<std::string> cc = curve(c + "/metrics.jsonl");
+    REQUIRE(cc.size() == ca.size());
+    for (size_t i = 0; i < ca.size(); i++) {
+        INFO("metrics line " << i << " (SIGTERM run)");
+        CHECK(cc[i] == ca[i]);
+    }
+    CHECK(igpt::load_model(c + "/model.safetensors").params == ma.params);
 }
 
 #endif

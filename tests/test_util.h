@@ -38,6 +38,13 @@ inline RunResult run(const std::string& cmd) {
     return r;
 }
 
+// The Python that runs the NumPy reference scripts: Debian's (python3-numpy), or IGPT_PYTHON's (a machine
+// whose /usr/bin/python3 has no NumPy, such as the lent GPU machine).
+inline const char* python() {
+    const char* p = std::getenv("IGPT_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
 inline std::string cli() {
 #ifdef IGPT_CLI_PATH
     return IGPT_CLI_PATH;

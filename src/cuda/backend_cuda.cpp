@@ -740,6 +740,8 @@ std::unique_ptr<Backend> make_cuda_backend(const Model& model, CudaPrecision pre
     return std::make_unique<CudaBackend>(model, precision);
 }
 
+int32_t cuda_fused_max_batch() { return cuda::kFusedMaxBatch; }
+
 CudaDeviceInfo cuda_device_info(bool measure_copy) {
     CudaDeviceInfo info;
     if (!cuda_available()) return info;

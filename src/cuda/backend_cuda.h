@@ -36,6 +36,9 @@ struct CudaDeviceInfo {
 };
 CudaDeviceInfo cuda_device_info(bool measure_copy);
 
+// The largest batch the one-kernel decode step takes; larger batches decode layer by layer.
+int32_t cuda_fused_max_batch();
+
 // The device sampler on its own (tests): one token per row of logits (rows, V), drawn at position `pos`
 // with `seed` for sample indices 0..rows-1.
 std::vector<int32_t> cuda_sample_rows(const std::vector<float>& logits, int32_t rows, int32_t V,

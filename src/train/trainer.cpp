@@ -427,10 +427,15 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         }
         append_line(metrics_path, line);
         if (cb.on_step) cb.on_step(ck.step, opt.steps, loss, tok_s);
-        if (ckpt_now) {
+        const bool stop = cb.should_stop && cb.should_stop() && ck.step < opt.steps;
+        if (stop && device_opt && !ckpt_now) compute.get_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data());
+        if (ckpt_now || stop) {
             ck.wall_seconds = wall_before + std::chrono::duration<double>(clock::now() - session_start).count();
             save_checkpoint(ckpt_path, ck);
         }
+        if (stop)
+            throw Error("stopped at step " + std::to_string(ck.step) + " of " + std::to_string(opt.steps) +
+                        "; checkpoint saved: continue with --resume --out " + out_dir + ", or igpt export it");
     }
     ck.wall_seconds = wall_before + std::chrono::duration<double>(clock::now() - session_start).count();
     if (ck.step == first_step) save_checkpoint(ckpt_path, ck);  // nothing to do: keep the file current

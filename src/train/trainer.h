@@ -65,6 +65,9 @@ struct TrainCallbacks {
     std::function<void(const std::string&)> log;                                // user-facing lines
     std::function<void(int64_t step, int64_t total, double loss, double tok_s)> on_step;  // progress
     std::function<void(const std::string& what, int64_t done, int64_t total)> on_prep;     // data preparation
+    // Asked after every step: true stops the run there (a checkpoint is written first, so --resume
+    // continues it exactly); run_training then throws an Error that says so.
+    std::function<bool()> should_stop;
 };
 
 struct TrainResult {

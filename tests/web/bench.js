@@ -18,10 +18,12 @@ const THREADS = Number(process.argv[4] || 2);
 const NATIVE = process.argv[5] || path.join(REPO, 'build', 'tools', 'igpt', 'igpt');
 const BATCHES = [1, 8];
 
-// Native figures: `igpt bench -c tiny -b B -j THREADS` (random weights of the same shape as the web's tiny).
+// Native figures: `igpt bench -c CONFIG -b B -j THREADS`, random weights of the shape of the web's model (the
+// shipped models are named after their config presets; tiny for any other name).
+const NATIVE_CONFIG = ['tiny', 'small', 'base', 'S', 'M', 'L'].includes(MODEL) ? MODEL : 'tiny';
 function nativeBench(batch) {
   if (!fs.existsSync(NATIVE)) return null;
-  const out = execFileSync(NATIVE, ['bench', '-c', 'tiny', '-b', String(batch), '-j', String(THREADS)],
+  const out = execFileSync(NATIVE, ['bench', '-c', NATIVE_CONFIG, '-b', String(batch), '-j', String(THREADS)],
                            { encoding: 'utf8' });
   const dec = out.match(/decode: .*?([\d.]+) tokens\/s/), comp = out.match(/complete: .*: ([\d.]+) s/);
   return { tps: dec ? Number(dec[1]) : NaN, seconds: comp ? Number(comp[1]) : NaN };

@@ -128,7 +128,8 @@ async function main() {
         bytes: z.responseBodySize + z.responseHeadersSize })).catch(() => ({ url: r.url(), bytes: 0 })));
     });
 
-    await page.goto(server.url + '?seed=3&samples=4&rows=20&temperature=1&top_k=0&threads=1');
+    // The tiny model (the default is the manifest's first, the larger small model; see threadedStartFails).
+    await page.goto(server.url + '?model=tiny&seed=3&samples=4&rows=20&temperature=1&top_k=0&threads=1');
     check(await page.evaluate(() => self.crossOriginIsolated === true), 'page is crossOriginIsolated');
     if (!await waitFor(page, () => typeof igptHost !== "undefined" && igptHost.app && igptHost.state().model_state === 2 &&
                        igptHost.state().seen_tokens.length > 0 && igptHost.state().seen_rect[2] > 0,
@@ -155,7 +156,7 @@ async function main() {
     const top = loads.slice().sort((a, b) => b.bytes - a.bytes).slice(0, 4)
       .map((l) => `${new URL(l.url).pathname.split('/').pop()} ${(l.bytes / 1e6).toFixed(2)}`).join(', ');
     console.log(`first load: ${loads.length} responses, ${(total / 1e6).toFixed(2)} MB (largest: ${top} MB)`);
-    check(total < FIRST_LOAD_LIMIT, 'first load under 5 MB', `${(total / 1e6).toFixed(2)} MB`);
+    check(total < FIRST_LOAD_LIMIT, 'first load with the tiny model under 5 MB', `${(total / 1e6).toFixed(2)} MB`);
     check(s.settings.rows === 20 && s.settings.samples === 4 && s.settings.seed === 3 && s.settings.threads === 1,
           'settings from the URL');
 
@@ -439,7 +440,7 @@ async function plainSimd(relaxedTokens) {
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     page.on('pageerror', (e) => lines.push('pageerror: ' + e.message));
-    await page.goto(server.url + `?wasm=simd128&seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0&threads=1`);
+    await page.goto(server.url + `?wasm=simd128&model=tiny&seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0&threads=1`);
     if (!await waitFor(page, appReady, null, 90000, 'SIMD128 threaded app')) return null;
     let s = await state(page);
     check(s.threaded && s.relaxed_simd === false && s.mode_note === '',
@@ -482,7 +483,7 @@ async function singleThreaded(expectTokens) {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     page.on('console', (m) => lines.push(m.text()));
     page.on('pageerror', (e) => lines.push('pageerror: ' + e.message));
-    await page.goto(server.url + `?seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0`);
+    await page.goto(server.url + `?model=tiny&seed=3&samples=4&rows=${KEEP}&temperature=1&top_k=0`);
     check(await page.evaluate(() => self.crossOriginIsolated === false), 'no-isolation page is not isolated');
     if (!await waitFor(page, appReady, null, 90000, 'single-threaded app')) return;
     let s = await state(page);
@@ -552,6 +553,10 @@ async function threadedStartFails() {
           s.mode_note);
     check(/kept in memory only.*storage full/.test(s.message), 'cache quota exceeded: model kept in memory, page says so',
           s.message);
+    // No model in the URL or in storage: the manifest's first model is the default.
+    const served = JSON.parse(fs.readFileSync(path.join(ROOT, 'assets', 'models', 'manifest.json'), 'utf8'));
+    const first = (served.models || served)[0].name;
+    check(s.model === first, 'no model asked for: the manifest\'s first model is loaded', `${s.model} (first: ${first})`);
   } finally {
     await browser.close();
     server.proc.kill();

@@ -87,6 +87,17 @@ Limits measure_limits(int32_t threads) {
     return L;
 }
 
+// Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
+[[maybe_unused]] double nominal_hbm_gbs(const std::string& name) {
+    struct Known { const char* part; double gbs; };
+    static const Known known[] = {{"H200", 4800}, {"H100 PCIe", 2000}, {"H100 NVL", 3900}, {"H100", 3350},
+                                  {"A100-SXM4-80GB", 2039}, {"A100 80GB PCIe", 1935}, {"A100", 1555},
+                                  {"L40S", 864}, {"L4", 300}};
+    for (const Known& k : known)
+        if (name.find(k.part) != std::string::npos) return k.gbs;
+    return 0;
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -94,7 +105,7 @@ void register_bench(CLI::App& app) {
         std::string model, config = "tiny", device = "auto";
         int32_t batch = 1, threads = 0, rows = -1, repeats = 1;
         std::string dtype = "f32";
-        double hbm_gbs = 3350;  // H100 SXM HBM3
+        double hbm_gbs = 0;  // 0: the GPU's datasheet figure (nominal_hbm_gbs)
     };
     auto o = std::make_shared<Opts>();
     auto* c = app.add_subcommand("bench", "measure prefill/decode speed and the time to complete half an image");
@@ -108,7 +119,8 @@ void register_bench(CLI::App& app) {
         ->check(CLI::IsMember({"f32", "f16"}));
     c->add_option("--device", o->device, "cpu, cuda or auto (CUDA when a GPU is present)")
         ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-    c->add_option("--hbm-gbs", o->hbm_gbs, "GPU memory bandwidth (GB/s) the decode steps are compared with")
+    c->add_option("--hbm-gbs", o->hbm_gbs, "GPU memory bandwidth (GB/s) the decode steps are compared with "
+                                           "(default: the GPU's datasheet figure, e.g. 3350 for an H100 SXM, 4800 for an H200)")
         ->check(CLI::PositiveNumber);
     c->callback([o] {
         std::shared_ptr<const igpt::Model> model;
@@ -154,9 +166,15 @@ void register_bench(CLI::App& app) {
         if (gpu) {
             const igpt::CudaDeviceInfo info = igpt::cuda_device_info(true);
             es = igpt::cuda_default_precision() == igpt::CudaPrecision::F32 ? 4 : 2;
+            const char* source = "--hbm-gbs";
+            if (o->hbm_gbs <= 0) {
+                o->hbm_gbs = nominal_hbm_gbs(info.name);
+                source = "datasheet";
+                if (o->hbm_gbs <= 0) o->hbm_gbs = info.copy_gbs, source = "the measured copy: unknown GPU";
+            }
             std::printf("gpu: %s, %d SMs, %.0f GB; device-to-device copy %.0f GB/s (read + write, measured); decode "
-                        "steps compared with %.0f GB/s\n",
-                        info.name.c_str(), info.sm_count, info.memory_gb, info.copy_gbs, o->hbm_gbs);
+                        "steps compared with %.0f GB/s (%s)\n",
+                        info.name.c_str(), info.sm_count, info.memory_gb, info.copy_gbs, o->hbm_gbs, source);
         }
 #endif
         igpt::Rng rng(5);
@@ -266,9 +284,13 @@ void register_bench(CLI::App& app) {
                         "decode %.3f ms/step; weights + KV read in %.3f ms at %.0f GB/s: ratio %.2fx)\n",
                         best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3, o->hbm_gbs, per / ideal);
             const char* fused = std::getenv("IGPT_CUDA_FUSED");
+            bool fused_step = !(fused && std::strcmp(fused, "0") == 0);
+#ifdef IGPT_WITH_CUDA
+            fused_step = fused_step && B <= igpt::cuda_fused_max_batch();
+#endif
             std::printf("RESULT igpt device=%s decode=%s config=%s batch=%d complete_s=%.4f prefill_s=%.4f step_ms=%.4f "
                         "ideal_ms=%.4f\n",
-                        gpu ? "cuda" : "cpu", fused && std::strcmp(fused, "0") == 0 ? "layered" : "fused",
+                        gpu ? "cuda" : "cpu", fused_step ? "fused" : "layered",
                         cfg.name.c_str(), B, best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3);
         } else {
             std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",

@@ -4,10 +4,12 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -34,6 +36,17 @@ struct TrainArgs {
     bool bias = false, no_flip = false, resume = false;
     std::string export_path, export_dtype = "f32";
 };
+
+// Ctrl-C or SIGTERM (a job scheduler's, `timeout`'s) during training: finish the step, write the
+// checkpoint, stop. A second one kills at once (the default action, restored by the first).
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+extern "C" void on_stop_signal(int sig) {
+    g_stop_requested = 1;
+    static const char msg[] = "\nstopping after this step (checkpoint first); again to kill at once\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    std::signal(sig, SIG_DFL);
+}
 
 void parse_res(const std::string& s, int32_t& h, int32_t& w) {
     try {
@@ -81,10 +94,16 @@ void run_train(TrainArgs& a) {
         std::snprintf(s, sizeof s, "loss %.4f (%.3f bpp) %.0f tok/s", loss, loss / std::log(2.0), tok_s);
         bar->update(step, s);
     };
+    cb.should_stop = [] { return g_stop_requested != 0; };
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     igpt::train::TrainResult r = igpt::train::run_training(o, a.resume, cb);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     bar.reset();
-    std::printf("trained %lld steps in %.0f s: %.0f tokens/s, %.1f GFLOP/s\n", (long long)r.steps, r.wall_seconds,
-                r.tokens_per_s, r.gflops);
+    const bool tera = r.gflops >= 1000;  // a GPU's
+    std::printf("trained %lld steps in %.0f s: %.0f tokens/s, %.1f %s\n", (long long)r.steps, r.wall_seconds,
+                r.tokens_per_s, tera ? r.gflops / 1000 : r.gflops, tera ? "TFLOP/s" : "GFLOP/s");
     std::printf("val bits per pixel on %lld images: model %.4f | unigram %.4f | left-neighbour %.4f\n",
                 (long long)r.val_images, r.val_bpp, r.baselines.unigram_bpp, r.baselines.left_bpp);
     std::printf("model: %s\n", r.model_path.c_str());
