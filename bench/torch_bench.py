@@ -215,7 +215,8 @@ def bench_static(batches, repeats):
 def igpt_rows(path):
     rows = []
     for kv in read_results(path, "RESULT igpt", log):
-        path_name = {"fused": "one fused kernel per step", "layered": "layer-by-layer kernels"}.get(kv.get("decode"), "")
+        path_name = {"fused": "one fused kernel per step", "fused+mma": "one fused kernel per step, tensor-core GEMVs",
+                     "layered": "layer-by-layer kernels"}.get(kv.get("decode"), "")
         row = {"impl": f"igpt {kv.get('device', '?')} ({path_name}, graph, device sampling)",
                "batch": int(kv["batch"]), "complete_s": float(kv["complete_s"])}
         if "step_ms" in kv:

@@ -4,10 +4,12 @@
 #     build with CUDA from the carried headers;
 #  2. the [cuda] tests (inference: CUDA vs CPU logits, greedy tokens, NLL, sampler; training: gradients of
 #     every op and 50-step loss curves against the CPU trainer), compute-sanitizer memcheck;
-#  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8);
+#  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8; the
+#     fused step with tensor-core GEMVs, IGPT_CUDA_MMA=1, at 8 and 1);
 #  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32;
 #  5. with TRAIN_SECONDS > 0 and the training tests green: `igpt train --device cuda` on CIFAR-10 for about
-#     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; the step count comes from a train-bench of that shape),
+#     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; TRAIN_INIT=<model file> continues that model, whose
+#     preset TRAIN_CONFIG must name; the step count comes from a train-bench of that shape),
 #     its f16 export, log and metrics;
 #  6. the PyTorch sides in what time is left: bench/torch_train_bench.py (eager, torch.compile), then
 #     bench/torch_bench.py (static-KV decoder under torch.compile, Hugging Face generate);
@@ -130,6 +132,10 @@ for b in ${BATCHES:-1 8 32}; do
 done
 step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
     -c S --device cuda --batch 8 --repeats 2
+for b in 8 1; do  # the fused step with its GEMV phases on tensor cores (IGPT_CUDA_MMA=1, not the default yet)
+    step "igpt bench S batch $b, fused + MMA" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_MMA=1 IGPT_CUDA_PROFILE=1 \
+        "$IGPT" bench -c S --device cuda --batch "$b" --repeats 2
+done
 grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
 
 # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
@@ -151,9 +157,12 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
     steps=$(python3 -c "print(max(50, int($TRAIN_SECONDS * ${rate:-0} * 0.85 / ($TRAIN_BATCH * 1024))))")
     note "training $TRAIN_CONFIG for about $TRAIN_SECONDS s: ${rate:-?} tokens/s in the bench -> $steps steps of $TRAIN_BATCH"
     run=/tmp/igpt_run
+    # a fresh model of TRAIN_CONFIG on tiny's palette, or TRAIN_INIT's weights continued (its shape and palette)
+    model_args=(--config "$TRAIN_CONFIG" --palette assets/models/tiny.safetensors)
+    [ -n "${TRAIN_INIT:-}" ] && model_args=(--init "$TRAIN_INIT")
     step "igpt train $TRAIN_CONFIG" "$TL" $((TRAIN_SECONDS + 120)) timeout -s TERM $((TRAIN_SECONDS + 90)) \
-        "$IGPT" train --data $data/train --val-data $data/test --palette assets/models/tiny.safetensors \
-        --cache-dir $data/cache --crop-scale 1 --config "$TRAIN_CONFIG" --batch "$TRAIN_BATCH" --steps "$steps" \
+        "$IGPT" train --data $data/train --val-data $data/test "${model_args[@]}" \
+        --cache-dir $data/cache --crop-scale 1 --batch "$TRAIN_BATCH" --steps "$steps" \
         --lr "$TRAIN_LR" --warmup $((steps / 20 + 20)) --eval-every $((steps / 8 + 1)) --eval-images 256 \
         --final-eval-images 1000 --ckpt-every 200 --device cuda --seed 1 --out $run
     step "export f16" "$TL" 60 "$IGPT" export $run "$OUT/$TRAIN_CONFIG-cuda.safetensors" --dtype f16

@@ -257,17 +257,22 @@ TEST_CASE("cuda: cached decode logits agree with the CPU backend (batch 1 and 8)
 #ifdef IGPT_WITH_CUDA
     const Model small = random_model(small_config(true), 3);
     const Model tiny = random_model(tiny_config(false), 4);
-    // Both decode paths: the fused one-kernel step (the default) and the layer-by-layer kernels.
-    for (const char* mode : {"fused", "layered"}) {
-        ScopedEnv env("IGPT_CUDA_FUSED", std::string(mode) == "fused" ? "1" : "0");
-        for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16}) {
+    // Every decode path: the fused one-kernel step (the default), the same with its GEMV phases on tensor
+    // cores (IGPT_CUDA_MMA=1; f16 and bf16 only, f32 keeps the FMA loop), and the layer-by-layer kernels.
+    for (const std::string mode : {"fused", "fused+mma", "layered"}) {
+        ScopedEnv env("IGPT_CUDA_FUSED", mode == "layered" ? "0" : "1");
+        ScopedEnv mma("IGPT_CUDA_MMA", mode == "fused+mma" ? "1" : "0");
+        const std::vector<CudaPrecision> precs =
+            mode == "fused+mma" ? std::vector<CudaPrecision>{CudaPrecision::F16, CudaPrecision::BF16}
+                                : std::vector<CudaPrecision>{CudaPrecision::F32, CudaPrecision::F16};
+        for (CudaPrecision prec : precs) {
             for (int32_t B : {1, 8}) {
-                check_decode(small, prec, B, 20, 30, std::string(mode) + " small+bias");
+                check_decode(small, prec, B, 20, 30, mode + " small+bias");
                 // Crosses the split-K chunk boundaries at 512 (chunks of 64, 128 and 256 keys).
-                check_decode(tiny, prec, B, 500, 24, std::string(mode) + " tiny");
+                check_decode(tiny, prec, B, 500, 24, mode + " tiny");
             }
             // 3: a batch between the kernel's compiled sizes; 16: past kFusedMaxBatch (layer by layer).
-            for (int32_t B : {3, 16}) check_decode(small, prec, B, 20, 30, std::string(mode) + " small+bias");
+            for (int32_t B : {3, 16}) check_decode(small, prec, B, 20, 30, mode + " small+bias");
         }
     }
 #endif
@@ -500,6 +505,9 @@ TEST_CASE("cuda: the fused decode step on a small model (the compute-sanitizer r
     const Model m = random_model(small_config(true), 15);
     check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused small+bias");
     check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused small+bias");
+    ScopedEnv mma("IGPT_CUDA_MMA", "1");  // the GEMV phases on tensor cores
+    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+mma small+bias");
+    check_decode(m, CudaPrecision::BF16, 8, 20, 10, "sanitize fused+mma small+bias");
 #endif
 }
 

@@ -71,11 +71,8 @@ std::vector<std::string> curve(const std::string& path) {
     return out;
 }
 
-}  // namespace
-
-TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reproduces the uninterrupted run",
-          "[train][resume]") {
-    const std::string root = fresh_dir("resume");
+// 24 small synthetic images in <root>/images.
+std::string make_images(const std::string& root) {
     const std::string data = root + "/images";
     fs::create_directories(data);
     for (int i = 0; i < 24; i++) {
@@ -86,6 +83,24 @@ TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reprod
             for (int c = 0; c < 3; c++) img.rgb[p * 3 + c] = uint8_t((p % 16) * (4 + i % 5) * (c + 1) + (p / 16) * i + 30 * c);
         igpt::write_png(data + "/" + std::to_string(100 + i) + ".png", img);
     }
+    return data;
+}
+
+std::vector<double> losses(const std::string& metrics) {
+    std::vector<double> out;
+    for (const std::string& l : curve(metrics)) {
+        nlohmann::json j = nlohmann::json::parse(l);
+        if (j.contains("train_loss")) out.push_back(j["train_loss"].get<double>());
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reproduces the uninterrupted run",
+          "[train][resume]") {
+    const std::string root = fresh_dir("resume");
+    const std::string data = make_images(root);
     auto cmd = [&](const std::string& out) {
         return std::vector<std::string>{IGPT_CLI_PATH, "train", "--data", data, "--out", out, "--cache-dir",
                                         root + "/cache", "--width", "32", "--layers", "2", "--heads", "2",
@@ -159,6 +174,62 @@ TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reprod
         CHECK(cc[i] == ca[i]);
     }
     CHECK(igpt::load_model(c + "/model.safetensors").params == ma.params);
+}
+
+TEST_CASE("train --init: a run starts from a model file's weights, shape and palette", "[train][resume]") {
+    const std::string root = fresh_dir("init");
+    const std::string data = make_images(root);
+    const std::string cli = IGPT_CLI_PATH;
+    const std::vector<std::string> common = {"--data", data, "--cache-dir", root + "/cache", "--crop-scale", "1",
+                                             "--eval-every", "1000", "--eval-images", "4", "--val-fraction", "0.25",
+                                             "--threads", "2", "--seed", "5"};
+    auto with = [&](std::vector<std::string> a) {
+        a.insert(a.begin(), {cli, "train"});
+        a.insert(a.end(), common.begin(), common.end());
+        return a;
+    };
+    // a first model, trained from random weights
+    const std::string a = root + "/a";
+    REQUIRE(wait_exit(spawn(with({"--out", a, "--width", "32", "--layers", "2", "--heads", "2", "--res", "12",
+                                  "--vocab", "16", "--batch", "4", "--steps", "120", "--warmup", "10", "--lr", "3e-3"}),
+                            root + "/a.log")) == 0);
+    const std::vector<double> la = losses(a + "/metrics.jsonl");
+    REQUIRE(la.size() == 120);
+    double tail = 0;
+    for (size_t i = la.size() - 20; i < la.size(); i++) tail += la[i] / 20;
+    // continued from it, with a learning rate too small to move it: the first losses are the trained model's
+    const std::string b = root + "/b";
+    REQUIRE(wait_exit(spawn(with({"--out", b, "--init", a + "/model.safetensors", "--batch", "4", "--steps", "5",
+                                  "--warmup", "1", "--lr", "1e-9"}),
+                            root + "/b.log")) == 0);
+    const std::vector<double> lb = losses(b + "/metrics.jsonl");
+    REQUIRE(lb.size() == 5);
+    INFO("first model: first loss " << la.front() << ", mean of its last 20 " << tail << "; continued: " << lb.front());
+    CHECK(lb.front() < la.front() - 0.5);
+    CHECK(std::abs(lb.front() - tail) < 0.25);
+    const igpt::Model ma = igpt::load_model(a + "/model.safetensors"), mb = igpt::load_model(b + "/model.safetensors");
+    CHECK(mb.cfg.width == 32);
+    CHECK(mb.cfg.image_h == 12);
+    CHECK(mb.palette.rgb() == ma.palette.rgb());
+    double moved = 0;
+    for (size_t i = 0; i < ma.params.size(); i++) moved = std::max(moved, double(std::abs(ma.params[i] - mb.params[i])));
+    CHECK(moved < 1e-6);  // lr 1e-9: the weights are the first model's
+    CHECK(mb.provenance.find("\"init\":\"" + a + "/model.safetensors\"") != std::string::npos);
+    // the shape comes from the model: shape flags are refused, with one line
+    CHECK(wait_exit(spawn(with({"--out", root + "/c", "--init", a + "/model.safetensors", "--width", "64"}),
+                          root + "/c.log")) == 1);
+    // and so does the palette: another one is refused
+    igpt::Model other = igpt::load_model(a + "/model.safetensors");
+    std::vector<uint8_t> rgb = other.palette.rgb();
+    rgb[0] ^= 0x40;
+    other.palette = igpt::Palette(rgb);
+    igpt::save_model(other, root + "/other.safetensors");
+    CHECK(wait_exit(spawn(with({"--out", root + "/d", "--init", a + "/model.safetensors", "--palette",
+                                root + "/other.safetensors"}),
+                          root + "/d.log")) == 1);
+    std::ifstream dl(root + "/d.log");
+    const std::string dlog((std::istreambuf_iterator<char>(dl)), std::istreambuf_iterator<char>());
+    CHECK(dlog.find("different palettes") != std::string::npos);
 }
 
 #endif

@@ -2,6 +2,8 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "decode_fused.cuh"
@@ -151,6 +153,96 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
     }
 }
 
+// The same products on tensor cores (IGPT_CUDA_MMA=1; f16 and bf16, K a multiple of 32, sm_80+). At batch 8
+// the loop above is bound by instructions, not memory: each 16-byte chunk of a row is converted and
+// multiplied against B staged rows, ~150 instructions a chunk. Here one mma.sync m16n8k16 multiplies 8 rows
+// of W by 16 of K for all (up to 8) sequences: A = the staged rows (sequences as A's rows 0-7; rows 8-15
+// are zero), B = the 8 rows of W (W's rows as B's columns). Any order of K within a product is fine if A
+// and B agree on it: lane (g, t) = (lane / 4, lane % 4) loads the 16 bytes at K offset 8t of a 32-element
+// block, of W's row g and of sequence g, and hands the first 4 elements to one MMA, the last 4 to another,
+// as the pairs (k 2t, 2t+1) and (k 2t+8, 2t+9) of the fragment layout. Rows go to blocks in groups of 8
+// (grid-stride); a block's 16 warps split K, and their 8 x 8 partial products are summed in shared memory
+// in a fixed order (same bits every run), then handed to epi.
+template <typename T>
+__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const uint32_t z = 0;
+    if constexpr (std::is_same_v<T, __half>)
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(z), "r"(a2), "r"(z), "r"(b0), "r"(b1));
+    else
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(z), "r"(a2), "r"(z), "r"(b0), "r"(b1));
+#endif
+}
+
+template <typename T, typename Epi>
+__device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
+                         const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int32_t nkb = K / 32, groups = (N + 7) / 8;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int32_t grp = int32_t(blockIdx.x); grp < groups; grp += int32_t(gridDim.x)) {
+        const int32_t n0 = grp * 8, rows = min(8, N - n0);
+        if (next_W) {  // the group's rows of the next layer's matrix are contiguous
+            const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n0) * K);
+            for (int64_t off = int64_t(threadIdx.x) * 128; off < int64_t(rows) * K * int64_t(sizeof(T));
+                 off += int64_t(kThreads) * 128)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(nr + off));
+        }
+        const bool w_ok = g < rows, x_ok = g < B;
+        const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n0 + (w_ok ? g : 0)) * K + 8 * t);
+        const uint4* xr = reinterpret_cast<const uint4*>(s_in + int64_t(x_ok ? g : 0) * K + 8 * t);
+        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int32_t kb0 = warp; kb0 < nkb; kb0 += kWarps * kUnroll) {
+            uint4 w[kUnroll], x[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int32_t kb = kb0 + u * kWarps;  // a block of 32 elements is 4 uint4 of 8
+                w[u] = kb < nkb && w_ok ? __ldg(wr + int64_t(kb) * 4) : zero;
+                x[u] = kb < nkb && x_ok ? xr[int64_t(kb) * 4] : zero;
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                mma_m16n8k16<T>(c, x[u].x, x[u].y, w[u].x, w[u].y);
+                mma_m16n8k16<T>(c, x[u].z, x[u].w, w[u].z, w[u].w);
+            }
+        }
+        // c[0], c[1]: sequence g, rows n0 + 2t and n0 + 2t + 1 (c[2], c[3]: A's zero rows 8-15)
+        s_part[warp][g * 8 + 2 * t] = c[0];
+        s_part[warp][g * 8 + 2 * t + 1] = c[1];
+        __syncthreads();
+        if (threadIdx.x < 64) {
+            const int32_t b = int32_t(threadIdx.x) >> 3, r = int32_t(threadIdx.x) & 7;
+            float v = 0.0f;
+#pragma unroll
+            for (int w2 = 0; w2 < kWarps; ++w2) v += s_part[w2][threadIdx.x];
+            if (b < B && r < rows) epi(b, n0 + r, v);
+        }
+        __syncthreads();  // s_part is rewritten for the next group
+    }
+}
+
+// The tensor-core products in the kernel compiled with MMA (the plan picks it), else the loop above. s_part:
+// kWarps x 64 floats of shared memory for gemv_mma's partial products.
+template <typename T, int MAXB, bool MMA, typename Epi>
+__device__ __forceinline__ void gemv_any(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
+                                         const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (MMA && !std::is_same_v<T, float>) {
+        gemv_mma<T>(W, s_in, B, N, K, next_W, s_part, epi);
+        return;
+    }
+#endif
+    gemv<T, MAXB>(W, s_in, B, N, K, next_W, epi);
+}
+
 // Attention of the step's query against keys [0, p] of one layer, split over (b, h, chunk) items.
 template <typename T>
 __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chunk, const T* q, const T* kc,
@@ -291,11 +383,12 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
     }
 }
 
-template <typename T, int MAXB>
+template <typename T, int MAXB, bool MMA>
 __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeArgs a, int32_t nsplit, int32_t chunk) {
     cg::grid_group grid = cg::this_grid();
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* s_in = reinterpret_cast<T*>(smem_raw);
+    __shared__ float s_part[MMA ? kWarps : 1][64];  // gemv_mma's partial products
     const int32_t p = a.pos_dev ? *a.pos_dev : a.pos;
     const int32_t B = a.B, C = a.C, H = a.H, NH = a.NH, D = a.D, T_ = a.T;
     T* q = static_cast<T*>(a.q);
@@ -329,8 +422,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
 
         // 1. attn_norm + qkv (+ bias): q to its buffer, k and v into the cache at position p.
         stage_norm<T, MAXB>(x, w.ln1_g, B, C, a.eps, s_in);
-        gemv<T, MAXB>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C, nw ? static_cast<const T*>(nw->qkv_w) : nullptr,
-                      [&](int32_t b, int32_t n, float v) {
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C,
+                          nw ? static_cast<const T*>(nw->qkv_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) {
                           if (w.qkv_b) v += w.qkv_b[n];
                           if (n < C) {
                               __stcg(q + int64_t(b) * C + n, from_f32<T>(v));
@@ -346,21 +439,21 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         barrier(1);
         // 3. x += att · proj^T (+ bias)
         stage_copy<T>(att, int64_t(B) * C, s_in);
-        gemv<T, MAXB>(static_cast<const T*>(w.proj_w), s_in, B, C, C, nw ? static_cast<const T*>(nw->proj_w) : nullptr,
-                      [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C,
+                          nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
         barrier(2);
         // 4. mlp_norm + fc (+ bias) + quick-GELU
         stage_norm<T, MAXB>(x, w.ln2_g, B, C, a.eps, s_in);
-        gemv<T, MAXB>(static_cast<const T*>(w.fc_w), s_in, B, H, C, nw ? static_cast<const T*>(nw->fc_w) : nullptr,
-                      [&](int32_t b, int32_t n, float v) {
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.fc_w), s_in, B, H, C,
+                          nw ? static_cast<const T*>(nw->fc_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) {
                           if (w.fc_b) v += w.fc_b[n];
                           __stcg(fch + int64_t(b) * H + n, from_f32<T>(v / (1.0f + expf(-1.702f * v))));
                       });
         barrier(3);
         // 5. x += h · mproj^T (+ bias)
         stage_copy<T>(fch, int64_t(B) * H, s_in);
-        gemv<T, MAXB>(static_cast<const T*>(w.mproj_w), s_in, B, C, H,
-                      nw ? static_cast<const T*>(nw->mproj_w) : nullptr,
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.mproj_w), s_in, B, C, H,
+                      nw ? static_cast<const T*>(nw->mproj_w) : nullptr, s_part,
                       [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
         barrier(4);
     }
@@ -368,13 +461,20 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     stage_norm<T, MAXB>(x, a.lnf_g, B, C, a.eps, s_in);
     float* logits = a.logits;
     const int32_t V = a.V;
-    gemv<T, MAXB>(static_cast<const T*>(a.head_w), s_in, B, V, C, nullptr,
+    gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, nullptr, s_part,
                   [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
     mark(10);
     if (rec) a.prof[11] += 1;
 }
 
-template <typename T, int MAXB> void* kernel_ptr() { return reinterpret_cast<void*>(fused_decode_kernel<T, MAXB>); }
+template <typename T, int MAXB, bool MMA> void* kernel_ptr() {
+    return reinterpret_cast<void*>(fused_decode_kernel<T, MAXB, MMA && !std::is_same_v<T, float>>);
+}
+
+template <typename F> void dispatch_mma(bool mma, F&& f) {
+    if (mma) f(std::true_type{});
+    else f(std::false_type{});
+}
 
 template <typename F> void dispatch_batch(int32_t B, F&& f) {
     if (B <= 1) f(std::integral_constant<int, 1>{});
@@ -420,13 +520,21 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
                    std::to_string(smem_max) + ")";
         return plan;
     }
+    // IGPT_CUDA_MMA=1: the GEMV phases on tensor cores (gemv_mma; f16/bf16, widths a multiple of 32, sm_80+).
+    const char* mma_env = std::getenv("IGPT_CUDA_MMA");
+    int major = 0;
+    IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const bool mma = mma_env && std::strcmp(mma_env, "1") == 0 && t != DevType::F32 && C % 32 == 0 && H % 32 == 0 &&
+                     major >= 8;
     int blocks_per_sm = 0;
     dispatch_type(t, [&](auto tag) {
         using E = decltype(tag);
         dispatch_batch(B, [&](auto mb) {
-            void* k = kernel_ptr<E, decltype(mb)::value>();
-            IGPT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-            IGPT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, k, kThreads, smem));
+            dispatch_mma(mma, [&](auto mm) {
+                void* k = kernel_ptr<E, decltype(mb)::value, decltype(mm)::value>();
+                IGPT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+                IGPT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, k, kThreads, smem));
+            });
         });
     });
     if (blocks_per_sm < 1) {
@@ -434,6 +542,7 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
         return plan;
     }
     plan.ok = true;
+    plan.mma = mma;
     plan.grid = grid;
     plan.max_batch = B;
     plan.nsplit = nsplit;
@@ -450,6 +559,7 @@ void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStr
     dispatch_type(a.t, [&](auto tag) {
         using E = decltype(tag);
         dispatch_batch(plan.max_batch, [&](auto mb) {
+          dispatch_mma(plan.mma, [&](auto mm) {
             cudaLaunchConfig_t cfg = {};
             cfg.gridDim = dim3(unsigned(plan.grid));
             cfg.blockDim = dim3(unsigned(kThreads));
@@ -460,8 +570,11 @@ void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStr
             attr[0].val.cooperative = 1;
             cfg.attrs = attr;
             cfg.numAttrs = 1;
-            IGPT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fused_decode_kernel<E, decltype(mb)::value>, a, plan.nsplit,
-                                               plan.chunk));
+            IGPT_CUDA_CHECK(cudaLaunchKernelEx(
+                &cfg, reinterpret_cast<void (*)(FusedDecodeArgs, int32_t, int32_t)>(
+                          kernel_ptr<E, decltype(mb)::value, decltype(mm)::value>()),
+                a, plan.nsplit, plan.chunk));
+          });
         });
     });
 }

@@ -9,6 +9,8 @@
 //   3. x += att · proj^T (+ bias);   4. mlp_norm + fc GEMV + bias + quick-GELU;
 //   5. x += h · mproj^T (+ bias); and after the last layer the final norm + head GEMV to f32 logits.
 // While a phase runs, each warp asks L2 for the rows of the next layer's matrix it will read.
+// IGPT_CUDA_MMA=1 (read by plan_fused_decode) runs the GEMV phases on tensor cores instead (gemv_mma in the
+// .cu: f16/bf16, widths a multiple of 32, sm_80+), a second instantiation of the kernel.
 // Numerics follow the layer-by-layer path: the GEMV inputs (normalised rows, attention output, MLP
 // hidden) are rounded to the activation type, and every dot product accumulates in f32.
 #pragma once
@@ -34,6 +36,7 @@ struct FusedDecodePlan {
     size_t smem = 0;          // dynamic shared memory per block, bytes
     size_t ws_floats = 0;     // attention partials
     size_t counters = 0;      // ints, zero before the first launch (the kernel leaves them zero)
+    bool mma = false;         // the GEMV phases on tensor cores (IGPT_CUDA_MMA=1; not measured yet)
 };
 
 // Measured on an H100 (iGPT-S, README): the fused step wins clearly at batch 1 (0.63 vs 1.45 ms a step),

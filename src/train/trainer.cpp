@@ -37,6 +37,7 @@ std::string TrainOptions::to_json() const {
               {"crop_scale", crop_scale},
               {"flip", flip},
               {"config", json::parse(cfg.to_json())},
+              {"init", init},
               {"batch", batch},
               {"accum", accum},
               {"steps", steps},
@@ -72,6 +73,7 @@ TrainOptions TrainOptions::from_json(const std::string& s) {
         o.crop_scale = j.at("crop_scale");
         o.flip = j.at("flip");
         o.cfg = ModelConfig::from_json(j.at("config").dump());
+        o.init = j.value("init", std::string());  // runs from before --init: random
         o.batch = j.at("batch");
         o.accum = j.at("accum");
         o.steps = j.at("steps");
@@ -264,10 +266,25 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     log("data: " + std::to_string(train_idx.size()) + " training and " + std::to_string(val_idx.size()) +
         " validation images" + (src.classes.empty() ? "" : " in " + std::to_string(src.classes.size()) + " classes"));
 
-    // --- palette ---
+    // --- palette (and the starting weights of --init) ---
     Palette palette;
+    Model init;
+    if (!have_ck && !opt.init.empty()) {
+        init = load_model(opt.init);
+        if (!(init.cfg.width == opt.cfg.width && init.cfg.layers == opt.cfg.layers && init.cfg.heads == opt.cfg.heads &&
+              init.cfg.hidden() == opt.cfg.hidden() && init.cfg.bias == opt.cfg.bias &&
+              init.cfg.image_h == opt.cfg.image_h && init.cfg.image_w == opt.cfg.image_w))
+            throw Error("--init " + opt.init + ": its shape (" + init.cfg.to_json() + ") is not the run's (" +
+                        opt.cfg.to_json() + ")");
+        if (!opt.palette.empty() && load_palette_file(opt.palette).rgb() != init.palette.rgb())
+            throw Error("--init " + opt.init + " and --palette " + opt.palette + " have different palettes; "
+                        "a model continues with its own (drop --palette)");
+        log("starting from the weights of " + opt.init + " (" + std::to_string(init.params.size()) + " parameters)");
+    }
     if (have_ck) {
         palette = ck.palette;
+    } else if (!opt.init.empty()) {
+        palette = init.palette;
     } else if (!opt.palette.empty()) {
         palette = load_palette_file(opt.palette);
     } else {
@@ -329,7 +346,7 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
 
     // --- model and optimizer ---
     if (!have_ck) {
-        Model m = init_model(opt.cfg, palette, opt.seed);
+        Model m = opt.init.empty() ? init_model(opt.cfg, palette, opt.seed) : std::move(init);
         ck.cfg = opt.cfg;
         ck.palette = palette;
         ck.params = std::move(m.params);
@@ -462,6 +479,7 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
                  {"val_data", opt.val_data.empty() ? "split of data" : opt.val_data},
                  {"train_images", train_data.size()},
                  {"command", opt.command},
+                 {"init", opt.init.empty() ? json(nullptr) : json(opt.init)},
                  {"steps", ck.step},
                  {"images_seen", ck.step * opt.batch * opt.accum},
                  {"batch", opt.batch * opt.accum},

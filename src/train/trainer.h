@@ -30,6 +30,7 @@ struct TrainOptions {
     bool flip = true;             // random horizontal flips
     // model
     ModelConfig cfg;              // vocab is set from the palette
+    std::string init;             // model file to start from (its weights, config and palette); empty: random
     // optimisation
     int32_t batch = 8;            // images per micro-batch
     int32_t accum = 1;            // micro-batches per optimizer step

@@ -88,6 +88,13 @@ Limits measure_limits(int32_t threads) {
 }
 
 // Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
+// IGPT_CUDA_MMA=1 (decode_fused.cu) asks for the fused step's tensor-core GEMVs (f16 and bf16 only).
+bool fused_mma() {
+    const char* m = std::getenv("IGPT_CUDA_MMA");
+    const char* p = std::getenv("IGPT_CUDA_PRECISION");
+    return m && std::strcmp(m, "1") == 0 && !(p && std::strcmp(p, "f32") == 0);
+}
+
 [[maybe_unused]] double nominal_hbm_gbs(const std::string& name) {
     struct Known { const char* part; double gbs; };
     static const Known known[] = {{"H200", 4800}, {"H100 PCIe", 2000}, {"H100 NVL", 3900}, {"H100", 3350},
@@ -290,7 +297,7 @@ void register_bench(CLI::App& app) {
 #endif
             std::printf("RESULT igpt device=%s decode=%s config=%s batch=%d complete_s=%.4f prefill_s=%.4f step_ms=%.4f "
                         "ideal_ms=%.4f\n",
-                        gpu ? "cuda" : "cpu", fused_step ? "fused" : "layered",
+                        gpu ? "cuda" : "cpu", !fused_step ? "layered" : fused_mma() ? "fused+mma" : "fused",
                         cfg.name.c_str(), B, best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3);
         } else {
             std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",

@@ -35,6 +35,7 @@ struct TrainArgs {
     std::string res;
     bool bias = false, no_flip = false, resume = false;
     std::string export_path, export_dtype = "f32";
+    std::string init;
 };
 
 // Ctrl-C or SIGTERM (a job scheduler's, `timeout`'s) during training: finish the step, write the
@@ -63,15 +64,22 @@ void parse_res(const std::string& s, int32_t& h, int32_t& w) {
 
 void run_train(TrainArgs& a) {
     igpt::train::TrainOptions& o = a.opt;
-    o.cfg = igpt::config_preset(a.config);
-    if (a.width) o.cfg.width = a.width;
-    if (a.layers) o.cfg.layers = a.layers;
-    if (a.heads) o.cfg.heads = a.heads;
-    if (a.mlp_mult) o.cfg.mlp_mult = a.mlp_mult;
-    if (a.bias) o.cfg.bias = true;
-    if (!a.res.empty()) parse_res(a.res, o.cfg.image_h, o.cfg.image_w);
-    o.cfg.vocab = a.vocab;
-    if (a.width || a.layers || a.heads || a.mlp_mult || a.bias || !a.res.empty()) o.cfg.name = "custom";
+    if (!a.init.empty()) {  // the shape and palette are the model's
+        if (a.width || a.layers || a.heads || a.mlp_mult || a.bias || !a.res.empty())
+            throw igpt::Error("--init takes the model's shape: drop --width, --layers, --heads, --mlp-mult, --bias, --res");
+        o.init = a.init;
+        o.cfg = igpt::load_model(a.init).cfg;
+    } else {
+        o.cfg = igpt::config_preset(a.config);
+        if (a.width) o.cfg.width = a.width;
+        if (a.layers) o.cfg.layers = a.layers;
+        if (a.heads) o.cfg.heads = a.heads;
+        if (a.mlp_mult) o.cfg.mlp_mult = a.mlp_mult;
+        if (a.bias) o.cfg.bias = true;
+        if (!a.res.empty()) parse_res(a.res, o.cfg.image_h, o.cfg.image_w);
+        o.cfg.vocab = a.vocab;
+        if (a.width || a.layers || a.heads || a.mlp_mult || a.bias || !a.res.empty()) o.cfg.name = "custom";
+    }
     o.flip = !a.no_flip;
     o.command = command_line();
     if (!a.export_path.empty()) igpt::dtype_from_name(a.export_dtype);  // fail early on a bad dtype
@@ -251,6 +259,8 @@ void register_train(CLI::App& app) {
         ->capture_default_str();
     t->add_flag("--no-flip", a->no_flip, "No random horizontal flips");
     t->add_option("--config", a->config, "Model preset (tiny, small, base, S, M, L)")->capture_default_str();
+    t->add_option("--init", a->init, "Start from this model file's weights, with its shape and palette (continue "
+                                     "training a shipped or exported model; the optimizer state starts fresh)");
     t->add_option("--width", a->width, "Override: d_model");
     t->add_option("--layers", a->layers, "Override: transformer blocks");
     t->add_option("--heads", a->heads, "Override: attention heads");
