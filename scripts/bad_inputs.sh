@@ -142,6 +142,8 @@ if "$igpt" train --help >/dev/null 2>&1; then
     row "Training folder without images" "$igpt" train --data emptydir --out run3 --steps 1
     mkdir -p run4 && head -c 100 model.safetensors > run4/checkpoint.ckpt
     row "Resume from a damaged checkpoint" "$igpt" train --data bad_label.bin --out run4 --resume --steps 1
+    row "Continue a truncated model (--init)" "$igpt" train --data emptydir --init truncated.safetensors --out run5
+    row "Continue a model with another shape" "$igpt" train --data emptydir --init model.safetensors --width 64 --out run6
 fi
 # Output that cannot be written.
 cp model.safetensors keep.safetensors

@@ -423,7 +423,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         // 1. attn_norm + qkv (+ bias): q to its buffer, k and v into the cache at position p.
         stage_norm<T, MAXB>(x, w.ln1_g, B, C, a.eps, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C,
-                          nw ? static_cast<const T*>(nw->qkv_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) {
+                               nw ? static_cast<const T*>(nw->qkv_w) : nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v) {
                           if (w.qkv_b) v += w.qkv_b[n];
                           if (n < C) {
                               __stcg(q + int64_t(b) * C + n, from_f32<T>(v));
@@ -440,12 +441,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         // 3. x += att · proj^T (+ bias)
         stage_copy<T>(att, int64_t(B) * C, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C,
-                          nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
+                               nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
         barrier(2);
         // 4. mlp_norm + fc (+ bias) + quick-GELU
         stage_norm<T, MAXB>(x, w.ln2_g, B, C, a.eps, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.fc_w), s_in, B, H, C,
-                          nw ? static_cast<const T*>(nw->fc_w) : nullptr, s_part, [&](int32_t b, int32_t n, float v) {
+                               nw ? static_cast<const T*>(nw->fc_w) : nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v) {
                           if (w.fc_b) v += w.fc_b[n];
                           __stcg(fch + int64_t(b) * H + n, from_f32<T>(v / (1.0f + expf(-1.702f * v))));
                       });
@@ -453,8 +456,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         // 5. x += h · mproj^T (+ bias)
         stage_copy<T>(fch, int64_t(B) * H, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.mproj_w), s_in, B, C, H,
-                      nw ? static_cast<const T*>(nw->mproj_w) : nullptr, s_part,
-                      [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
+                               nw ? static_cast<const T*>(nw->mproj_w) : nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
         barrier(4);
     }
     // Final norm + head: f32 logits.
@@ -462,7 +465,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     float* logits = a.logits;
     const int32_t V = a.V;
     gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, nullptr, s_part,
-                  [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
+                           [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
     mark(10);
     if (rec) a.prof[11] += 1;
 }

@@ -126,8 +126,9 @@ void register_bench(CLI::App& app) {
         ->check(CLI::IsMember({"f32", "f16"}));
     c->add_option("--device", o->device, "cpu, cuda or auto (CUDA when a GPU is present)")
         ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-    c->add_option("--hbm-gbs", o->hbm_gbs, "GPU memory bandwidth (GB/s) the decode steps are compared with "
-                                           "(default: the GPU's datasheet figure, e.g. 3350 for an H100 SXM, 4800 for an H200)")
+    c->add_option("--hbm-gbs", o->hbm_gbs,
+                  "GPU memory bandwidth (GB/s) the decode steps are compared with (default: the GPU's datasheet "
+                  "figure, e.g. 3350 for an H100 SXM, 4800 for an H200)")
         ->check(CLI::PositiveNumber);
     c->callback([o] {
         std::shared_ptr<const igpt::Model> model;
