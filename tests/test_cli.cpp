@@ -1,6 +1,7 @@
 // The igpt CLI end to end on a small model made here: complete writes a PNG grid whose kept rows equal the
 // input's quantised rows; nll, sample, info, palette, init work; bad input gives one line and exit 1.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <fstream>
 
 #include "backend.h"
@@ -77,6 +78,25 @@ TEST_CASE("igpt nll, sample, info, palette and init run end to end", "[cli]") {
     Model t = load_model(d + "/t.safetensors");
     CHECK(t.cfg.vocab == 4);
     CHECK(t.cfg.width == 128);
+    // export re-encodes a model file: int8 weights within a row's step of the originals, f16 exactly so
+    for (const char* dt : {"int8", "f16"}) {
+        res = run(igpt_test::cli() + " export " + d + "/m.safetensors " + d + "/m." + dt + ".safetensors --dtype " + dt);
+        INFO(res.output);
+        REQUIRE(res.code == 0);
+        const Model e = load_model(d + "/m." + dt + ".safetensors");
+        CHECK(e.file_dtype == dtype_from_name(dt));
+        CHECK(e.cfg.width == m.cfg.width);
+        CHECK(e.palette.rgb() == m.palette.rgb());
+        REQUIRE(e.params.size() == m.params.size());
+        double err = 0, ref = 0;
+        for (size_t i = 0; i < m.params.size(); ++i) {
+            err += double(e.params[i] - m.params[i]) * double(e.params[i] - m.params[i]);
+            ref += double(m.params[i]) * double(m.params[i]);
+        }
+        INFO(dt << ": normalised error " << std::sqrt(err / ref));
+        CHECK(std::sqrt(err / ref) < (std::string(dt) == "int8" ? 1e-2 : 1e-3));
+        CHECK(e.provenance.find("\"export_dtype\":\"" + std::string(dt) + "\"") != std::string::npos);
+    }
 }
 
 TEST_CASE("bad CLI input gets a one-line error and exit code 1", "[cli]") {

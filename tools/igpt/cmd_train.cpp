@@ -124,6 +124,18 @@ void run_train(TrainArgs& a) {
 
 void run_export(const std::string& run, const std::string& out, const std::string& dtype_name) {
     const igpt::DType dtype = igpt::dtype_from_name(dtype_name);
+    if (fs::is_regular_file(run) && fs::path(run).extension() == ".safetensors") {  // a model file: re-encode it
+        igpt::Model m = igpt::load_model(run);
+        nlohmann::json pj = nlohmann::json::parse(m.provenance, nullptr, false);
+        if (!pj.is_object()) pj = nlohmann::json::object();
+        pj["export_command"] = command_line();
+        pj["export_dtype"] = dtype_name;
+        m.provenance = pj.dump();
+        igpt::save_model(m, out, dtype);
+        std::printf("exported %s (%s from %s, %lld parameters, %lld bytes)\n", out.c_str(), dtype_name.c_str(),
+                    igpt::dtype_name(m.file_dtype), (long long)m.params.size(), (long long)fs::file_size(out));
+        return;
+    }
     std::string ckpt = run, model_path;
     if (fs::is_directory(run)) {
         ckpt = (fs::path(run) / "checkpoint.ckpt").string();
@@ -298,7 +310,7 @@ void register_train(CLI::App& app) {
     auto e = std::make_shared<std::array<std::string, 3>>();
     (*e)[2] = "f32";
     CLI::App* x = app.add_subcommand("export", "Write a training run's model (f32, f16 or int8) with provenance");
-    x->add_option("run", (*e)[0], "Run folder or checkpoint file")->required();
+    x->add_option("run", (*e)[0], "Run folder, checkpoint file, or a model file (.safetensors) to re-encode")->required();
     x->add_option("out", (*e)[1], "Model file to write (.safetensors)")->required();
     x->add_option("--dtype", (*e)[2], "f32, f16 or int8")->capture_default_str();
     x->callback([e] { run_export((*e)[0], (*e)[1], (*e)[2]); });

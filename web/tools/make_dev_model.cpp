@@ -2,7 +2,8 @@
 //   make_dev_model <committed manifest.json (may be missing)> <out dir> [--no-dev]
 // Writes <out>/manifest.json = the committed manifest's models, where every model stored as f32 (already
 // copied into <out>) is replaced by an f16 copy <stem>.f16.safetensors (half the first download; the same
-// bits/pixel, assets/models/tiny.md), plus -- unless --no-dev -- <out>/dev-random.safetensors: the "tiny"
+// bits/pixel, assets/models/tiny.md) and a model whose entry names a "web_dtype" (f16 or int8) by a copy
+// <stem>.<web_dtype>.safetensors in that encoding, plus -- unless --no-dev -- <out>/dev-random.safetensors: the "tiny"
 // shape with random weights and an 8x8x8 RGB grid palette, stored as f16, so the app runs before a trained
 // model exists. Never committed: these live in the build output only.
 #include <cstdio>
@@ -45,15 +46,21 @@ int main(int argc, char** argv) {
             const std::string path = out + "/" + name;
             if (name.find('/') != std::string::npos || !std::ifstream(path)) continue;
             igpt::Model m = igpt::load_model(path);
-            if (m.file_dtype != igpt::DType::F32) {
+            // "web_dtype" in the committed entry picks the served encoding (int8 halves an f16 file again:
+            // assets/models/small.md); without it an f32 file is served as f16 and any other as it is.
+            const std::string want = e.value("web_dtype", m.file_dtype == igpt::DType::F32 ? "f16" : "");
+            const igpt::DType dt = want.empty() ? m.file_dtype : igpt::dtype_from_name(want);
+            e.erase("web_dtype");
+            if (dt == m.file_dtype) {
                 e["size"] = file_size(path);
                 continue;
             }
             const std::string stem = name.substr(0, name.rfind(".safetensors"));
-            igpt::save_model(m, out + "/" + stem + ".f16.safetensors", igpt::DType::F16);
-            e["file"] = stem + ".f16.safetensors";
-            e["size"] = file_size(out + "/" + stem + ".f16.safetensors");
-            e["dtype"] = "f16";
+            const std::string served = stem + "." + want + ".safetensors";
+            igpt::save_model(m, out + "/" + served, dt);
+            e["file"] = served;
+            e["size"] = file_size(out + "/" + served);
+            e["dtype"] = want;
             std::printf("make_dev_model: %s -> %s (%lld -> %lld bytes)\n", name.c_str(),
                         e["file"].get<std::string>().c_str(), (long long)file_size(path),
                         (long long)e["size"].get<int64_t>());
