@@ -215,8 +215,10 @@ def bench_static(batches, repeats):
 def igpt_rows(path):
     rows = []
     for kv in read_results(path, "RESULT igpt", log):
-        path_name = {"fused": "one fused kernel per step", "fused+mma": "one fused kernel per step, tensor-core GEMVs",
-                     "layered": "layer-by-layer kernels"}.get(kv.get("decode"), "")
+        decode = kv.get("decode", "").split("+")
+        path_name = {"fused": "one fused kernel per step", "layered": "layer-by-layer kernels"}.get(decode[0], "")
+        path_name += "".join({"mma": ", tensor-core GEMVs", "shared": ", prompt KV read once"}.get(o, "")
+                             for o in decode[1:])
         row = {"impl": f"igpt {kv.get('device', '?')} ({path_name}, graph, device sampling)",
                "batch": int(kv["batch"]), "complete_s": float(kv["complete_s"])}
         if "step_ms" in kv:

@@ -5,7 +5,8 @@
 #  2. the [cuda] tests (inference: CUDA vs CPU logits, greedy tokens, NLL, sampler; training: gradients of
 #     every op and 50-step loss curves against the CPU trainer), compute-sanitizer memcheck;
 #  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8; the
-#     fused step with tensor-core GEMVs, IGPT_CUDA_MMA=1, at 8 and 1);
+#     fused step with tensor-core GEMVs, IGPT_CUDA_MMA=1, at 8 and 1, with the shared prompt read once,
+#     IGPT_CUDA_SHARED_KV=1, and with both at 8);
 #  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32;
 #  5. with TRAIN_SECONDS > 0 and the training tests green: `igpt train --device cuda` on CIFAR-10 for about
 #     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; TRAIN_INIT=<model file> continues that model, whose
@@ -132,9 +133,14 @@ for b in ${BATCHES:-1 8 32}; do
 done
 step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
     -c S --device cuda --batch 8 --repeats 2
-for b in 8 1; do  # the fused step with its GEMV phases on tensor cores (IGPT_CUDA_MMA=1, not the default yet)
-    step "igpt bench S batch $b, fused + MMA" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_MMA=1 IGPT_CUDA_PROFILE=1 \
-        "$IGPT" bench -c S --device cuda --batch "$b" --repeats 2
+# Not the defaults yet (written without a GPU): the GEMV phases on tensor cores (IGPT_CUDA_MMA=1), the
+# prompt's keys and values read from sample 0's copy (IGPT_CUDA_SHARED_KV=1), and both.
+for v in "MMA 8" "MMA 1" "SHARED_KV 8" "MMA,SHARED_KV 8"; do
+    set -- $v
+    envs=()
+    for f in ${1//,/ }; do envs+=("IGPT_CUDA_$f=1"); done
+    step "igpt bench S batch $2, fused + $1" "$OUT/bench_igpt.txt" 90 env "${envs[@]}" IGPT_CUDA_PROFILE=1 \
+        "$IGPT" bench -c S --device cuda --batch "$2" --repeats 2
 done
 grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
 

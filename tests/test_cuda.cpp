@@ -329,6 +329,20 @@ TEST_CASE("cuda: greedy completions equal the CPU's token for token", "[cuda]") 
         CHECK(ent < 1e-3);
         CHECK(prob < 1e-4);
         CHECK(choice_diff == 0);
+        // IGPT_CUDA_SHARED_KV=1: the fused step reads the fanned-out prompt from sequence 0's cache, the same
+        // values, so the same bits come out (f32 here; f16 with 8 samples below).
+        for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16}) {
+            CompletionParams q = p;
+            if (prec == CudaPrecision::F16) q.n_samples = 8;
+            const Completion own = prec == CudaPrecision::F32 ? got : cuda_generate(*m, prec, image, q);
+            ScopedEnv shared("IGPT_CUDA_SHARED_KV", "1");
+            const Completion sh = cuda_generate(*m, prec, image, q);
+            std::printf("cuda check: greedy %s (%s), prompt read from sequence 0: tokens %s, entropy %s\n",
+                        cfg.name.c_str(), pname(prec), sh.tokens == own.tokens ? "identical" : "DIFFER",
+                        sh.entropy == own.entropy ? "identical" : "DIFFERS");
+            CHECK(sh.tokens == own.tokens);
+            CHECK(sh.entropy == own.entropy);
+        }
     }
 #endif
 }

@@ -307,6 +307,14 @@ private:
     DevBuf pos_, next_tok_, prompt_, out_tok_, out_ent_, out_ch_tok_, out_ch_p_;
     HostBuf h_tok_, h_ent_, h_ch_tok_, h_ch_p_;
     int32_t pos_host_ = 0;
+    // generate(): the prompt's positions [0, shared_len_) are the same in every sample's cache (fanned out
+    // from sequence 0); with IGPT_CUDA_SHARED_KV=1 the fused step reads them from sequence 0 (not measured
+    // on a GPU yet, so off by default). 0 outside generate().
+    int32_t shared_len_ = 0;
+    static bool shared_kv_default() {
+        const char* env = std::getenv("IGPT_CUDA_SHARED_KV");
+        return env && std::strcmp(env, "1") == 0;
+    }
 };
 
 void CudaBackend::upload(const Model& model) {
@@ -483,6 +491,8 @@ void CudaBackend::run_forward(const int32_t* tok_dev, int32_t B, int32_t n, int3
         a.scale = scale;
         a.pos = pos;
         a.pos_dev = pos_dev;
+        a.shared_len = shared_len_;
+        a.shared_src = 0;
         a.layers = fused_layers_.as<const cuda::FusedLayerWeights>();
         a.k_cache = kc_.get();
         a.v_cache = vc_.get();
@@ -620,6 +630,11 @@ bool CudaBackend::generate(const GenerateRequest& rq) {
     sa.pos = k;
     cuda::sample_tokens(sa, stream_);
     cuda::kv_fanout(kc_.get(), vc_.get(), at_, c.layers, batch_, c.heads, T, c.head_dim(), 0, N, k + 1, stream_);
+    struct SharedScope {  // the decode steps below (and their graph) read the prompt from sequence 0
+        int32_t& len;
+        ~SharedScope() { len = 0; }
+    } shared_scope{shared_len_};
+    shared_len_ = shared_kv_default() ? k + 1 : 0;
     pos_host_ = k + 1;
     IGPT_CUDA_CHECK(cudaMemcpyAsync(pos_.get(), &pos_host_, 4, cudaMemcpyHostToDevice, stream_));
     copy_out(k, k + 1, N, top_n, rq.entropy != nullptr);

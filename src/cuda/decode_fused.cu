@@ -265,8 +265,12 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
         if (cnt > 0) {  // uniform over the block
             for (int32_t d = tid; d < D; d += kThreads) sq[d] = to_f32(__ldcg(q + int64_t(b) * C + int64_t(h) * D + d)) * scale_log2;
             __syncthreads();
-            const int64_t head = (int64_t(b) * NH + h) * T_;
+            // Key k0 + j: from the shared prompt's sequence below a.shared_len (nsh keys of this chunk), else
+            // from b's own cache.
+            const int64_t head = (int64_t(b) * NH + h) * T_, head0 = (int64_t(a.shared_src) * NH + h) * T_;
+            const int32_t nsh = a.shared_len - k0;
             const T* kb = kc + (head + k0) * D;
+            const T* kb0 = kc + (head0 + k0) * D;
             const int sub = lane % LPK, kw = lane / LPK;
             float lmax = -INFINITY;
             for (int32_t j0 = warp * KPW; j0 < cnt; j0 += kWarps * KPW * kAttnUnroll) {  // warp-uniform bounds
@@ -274,7 +278,7 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
 #pragma unroll
                 for (int u = 0; u < kAttnUnroll; ++u) {
                     const int32_t j = j0 + u * kWarps * KPW + kw;
-                    kr[u] = j < cnt ? ldcg4(kb + int64_t(j) * D + sub * kv) : make_uint4(0, 0, 0, 0);
+                    kr[u] = j < cnt ? ldcg4((j < nsh ? kb0 : kb) + int64_t(j) * D + sub * kv) : make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
                 for (int u = 0; u < kAttnUnroll; ++u) {
@@ -305,12 +309,13 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
 #pragma unroll
             for (int k = 0; k < kv; ++k) acc[k] = 0.0f;
             const T* vb = vc + (head + k0) * D + c * kv;
+            const T* vb0 = vc + (head0 + k0) * D + c * kv;
             for (int32_t j0 = g; j0 < cnt; j0 += G * kAttnUnroll) {
                 uint4 vr[kAttnUnroll];
 #pragma unroll
                 for (int u = 0; u < kAttnUnroll; ++u) {
                     const int32_t j = j0 + u * G;
-                    vr[u] = j < cnt ? ldcg4(vb + int64_t(j) * D) : make_uint4(0, 0, 0, 0);
+                    vr[u] = j < cnt ? ldcg4((j < nsh ? vb0 : vb) + int64_t(j) * D) : make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
                 for (int u = 0; u < kAttnUnroll; ++u) {

@@ -51,6 +51,10 @@ struct FusedDecodeArgs {
     int32_t B = 1, C = 0, H = 0, NH = 0, D = 0, T = 0, L = 0, V = 0;
     float eps = 1e-5f, scale = 1.0f;       // norm epsilon, attention scale 1/sqrt(D)
     int32_t pos = 0;                       // the step's position, or *pos_dev when non-null
+    // Keys below shared_len are read from sequence shared_src's cache instead of each sequence's own (the
+    // caller guarantees they are the same values: a prompt fanned out to every sample). The blocks of the
+    // B sequences then read one copy, mostly from L2, instead of B. 0 = off.
+    int32_t shared_len = 0, shared_src = 0;
     const int32_t* pos_dev = nullptr;
     const FusedLayerWeights* layers = nullptr;  // device array (L)
     void* k_cache = nullptr;               // (L, Bmax, NH, T, D)

@@ -88,11 +88,18 @@ Limits measure_limits(int32_t threads) {
 }
 
 // Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
-// IGPT_CUDA_MMA=1 (decode_fused.cu) asks for the fused step's tensor-core GEMVs (f16 and bf16 only).
-bool fused_mma() {
-    const char* m = std::getenv("IGPT_CUDA_MMA");
+// The fused step's options not yet on by default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
+// (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once).
+std::string fused_options() {
+    auto on = [](const char* name) {
+        const char* v = std::getenv(name);
+        return v && std::strcmp(v, "1") == 0;
+    };
     const char* p = std::getenv("IGPT_CUDA_PRECISION");
-    return m && std::strcmp(m, "1") == 0 && !(p && std::strcmp(p, "f32") == 0);
+    std::string s;
+    if (on("IGPT_CUDA_MMA") && !(p && std::strcmp(p, "f32") == 0)) s += "+mma";
+    if (on("IGPT_CUDA_SHARED_KV")) s += "+shared";
+    return s;
 }
 
 [[maybe_unused]] double nominal_hbm_gbs(const std::string& name) {
@@ -298,7 +305,7 @@ void register_bench(CLI::App& app) {
 #endif
             std::printf("RESULT igpt device=%s decode=%s config=%s batch=%d complete_s=%.4f prefill_s=%.4f step_ms=%.4f "
                         "ideal_ms=%.4f\n",
-                        gpu ? "cuda" : "cpu", !fused_step ? "layered" : fused_mma() ? "fused+mma" : "fused",
+                        gpu ? "cuda" : "cpu", fused_step ? ("fused" + fused_options()).c_str() : "layered",
                         cfg.name.c_str(), B, best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3);
         } else {
             std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",
