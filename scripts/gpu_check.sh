@@ -80,6 +80,7 @@ note "machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --forma
 # The dev machine's build: its binaries carry absolute paths of the dev checkout (test data, the CLI the
 # tests spawn), so that path is made to point here.
 BUILD=""
+[ -f "$DEV/bin.tar.xz" ] && [ ! -d "$DEV/bin" ] && tar xJf "$DEV/bin.tar.xz" -C "$DEV"
 if [ -f "$DEV/bin/build_dir" ]; then
     dev_build=$(cat "$DEV/bin/build_dir")
     dev_root=$(dirname "$dev_build")

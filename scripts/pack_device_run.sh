@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything one `scripts/gpu_check.sh` run on the lent GPU machine needs that the working tree lacks, in
-# .cache/dev/ (git-ignored; name it in the device tool's carry list; about 45 MB, the tool's limit is 64 MiB
+# .cache/dev/ (git-ignored; name it in the device tool's carry list; about 27 MB, the tool's limit is 64 MiB
 # with the tree):
 #   devhdr.tar.xz        the header-only dependencies (scripts/pack_device_headers.sh), for a build there;
-#   bin/                 igpt and igpt_tests built here for that machine (CUDA for sm_90 = H100/H200, AVX2, no
+#   bin.tar.xz           igpt and igpt_tests built here for that machine (CUDA for sm_90 = H100/H200, AVX2, no
 #                        AVX-512), saving the build there when they run;
 #   cifar10-jpg.tar.gz   the training data, when the model-training step is wanted (DATA, default
 #                        ../shared/data/cifar10-jpg.tar.gz).
@@ -25,5 +25,6 @@ strip -o "$dest/bin/igpt" build-dev/tools/igpt/igpt
 strip -o "$dest/bin/igpt_tests" build-dev/tests/igpt_tests
 echo "$PWD/build-dev" >"$dest/bin/build_dir"
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" >"$dest/bin/commit"
+tar cJf "$dest/bin.tar.xz" -C "$dest" bin && rm -rf "$dest/bin"  # 20 MB -> ~5: the tool carries 64 MiB in all
 if [ -f "$DATA" ]; then cp "$DATA" "$dest/"; else echo "pack_device_run: no $DATA: the training step will be skipped" >&2; fi
 du -sh "$dest"/* "$dest"
