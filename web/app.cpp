@@ -101,6 +101,7 @@ void App::set_manifest(const std::string& text) {
             e.resolution = m["resolution"].is_string() ? m["resolution"].get<std::string>() : m["resolution"].dump();
         e.trained_on = m.value("trained_on", m.value("trained-on", std::string()));
         e.size = m.value("size", int64_t(0));
+        if (m.contains("val_bpp") && m["val_bpp"].is_number()) e.val_bpp = m["val_bpp"].get<double>();
         manifest.push_back(e);
     }
     const bool site_models = !manifest.empty();
@@ -593,7 +594,8 @@ std::string App::state_json() const {
     j["seen_rect"] = seen_rect;
     j["open_model_rect"] = open_model_rect;
     json models = json::array();
-    for (const ManifestEntry& e : manifest) models.push_back({{"name", e.name}, {"local", e.local}});
+    for (const ManifestEntry& e : manifest)
+        models.push_back({{"name", e.name}, {"local", e.local}, {"val_bpp", e.val_bpp}});
     j["models"] = models;
     j["tile_rects"] = tile_rects;
     j["n_ctx"] = n_ctx();

@@ -38,6 +38,7 @@ struct Settings {
 struct ManifestEntry {
     std::string name, file, resolution, trained_on;
     int64_t size = 0;
+    double val_bpp = 0;  // validation bits per pixel from the manifest (0: not given)
     bool local = false;  // opened from the visitor's disk: `file` is empty, the page keeps the File object
 };
 

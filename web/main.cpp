@@ -230,7 +230,13 @@ void panel_controls(App& a) {
             std::string label = m.name + "  (" + (m.resolution.empty() ? "" : m.resolution + ", ") +
                                 bytes_text(double(m.size)) + ")";
             if (ImGui::Selectable(label.c_str(), m.name == a.model_wanted)) a.request_model(m.name);
-            if (ImGui::IsItemHovered() && !m.trained_on.empty()) ImGui::SetTooltip("trained on: %s", m.trained_on.c_str());
+            if (ImGui::IsItemHovered() && !m.trained_on.empty()) {
+                if (m.val_bpp > 0)
+                    ImGui::SetTooltip("trained on: %s\nvalidation: %.3f bits per pixel (lower is better)",
+                                      m.trained_on.c_str(), m.val_bpp);
+                else
+                    ImGui::SetTooltip("trained on: %s", m.trained_on.c_str());
+            }
         }
         ImGui::EndCombo();
     }
@@ -243,8 +249,11 @@ void panel_controls(App& a) {
                       bytes_text(a.dl_total).c_str(), rate > 0 ? (a.dl_total - a.dl_loaded) / rate : 0.0);
         ImGui::ProgressBar(float(frac), ImVec2(-1, 0), buf);
     } else if (a.model) {
-        for (const auto& m : a.manifest)
-            if (m.name == a.model_name && !m.trained_on.empty()) ImGui::TextWrapped("trained on: %s", m.trained_on.c_str());
+        for (const auto& m : a.manifest) {
+            if (m.name != a.model_name) continue;
+            if (!m.trained_on.empty()) ImGui::TextWrapped("trained on: %s", m.trained_on.c_str());
+            if (m.val_bpp > 0) ImGui::TextDisabled("validation: %.3f bits per pixel", m.val_bpp);
+        }
         if (!a.model_note.empty()) ImGui::TextDisabled("%s", a.model_note.c_str());
     }
     if (!a.embed) {

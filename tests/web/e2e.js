@@ -557,6 +557,10 @@ async function threadedStartFails() {
     const served = JSON.parse(fs.readFileSync(path.join(ROOT, 'assets', 'models', 'manifest.json'), 'utf8'));
     const first = (served.models || served)[0].name;
     check(s.model === first, 'no model asked for: the manifest\'s first model is loaded', `${s.model} (first: ${first})`);
+    // The manifest's validation bits per pixel reach the app (shown under the model list).
+    const want = (served.models || served).map((m) => `${m.name} ${m.val_bpp || 0}`).join(', ');
+    const have = s.models.filter((m) => !m.local).map((m) => `${m.name} ${m.val_bpp}`).join(', ');
+    check(have === want && s.models.some((m) => m.val_bpp > 0), 'models carry their validation bits per pixel', have);
   } finally {
     await browser.close();
     server.proc.kill();
