@@ -12,6 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 
 #include "image.h"
 #include "model.h"
@@ -71,6 +72,24 @@ std::vector<std::string> curve(const std::string& path) {
     return out;
 }
 
+// Starts `args` (an `igpt train --out out ...`), waits until its metrics log has `lines` lines (60 s at most),
+// sends `sig`, and returns the exit code and the number of metrics lines it left.
+std::pair<int, size_t> interrupt_run(const std::vector<std::string>& args, const std::string& out,
+                                     const std::string& log, size_t lines, int sig) {
+    const pid_t pid = spawn(args, log);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (count_lines(out + "/metrics.jsonl") < lines && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    kill(pid, sig);
+    const int code = wait_exit(pid);
+    return {code, count_lines(out + "/metrics.jsonl")};
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream f(path);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
 // 24 small synthetic images in <root>/images.
 std::string make_images(const std::string& root) {
     const std::string data = root + "/images";
@@ -113,13 +132,8 @@ TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reprod
     const std::string a = root + "/a", b = root + "/b";
     REQUIRE(wait_exit(spawn(cmd(a), root + "/a.log")) == 0);
     // killed mid-run (polling the log; at least one checkpoint exists by then)
-    pid_t pid = spawn(cmd(b), root + "/b.log");
-    const auto t0 = std::chrono::steady_clock::now();
-    while (count_lines(b + "/metrics.jsonl") < 40 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    kill(pid, SIGKILL);
-    CHECK(wait_exit(pid) == 128 + SIGKILL);
-    const size_t at_kill = count_lines(b + "/metrics.jsonl");
+    const auto [kill_code, at_kill] = interrupt_run(cmd(b), b, root + "/b.log", 40, SIGKILL);
+    CHECK(kill_code == 128 + SIGKILL);
     INFO("killed after " << at_kill << " metrics lines");
     REQUIRE(at_kill >= 40);
     REQUIRE(at_kill < 160);  // really mid-run
@@ -148,21 +162,13 @@ TEST_CASE("train: a run killed (SIGKILL) or stopped (SIGTERM) and resumed reprod
 
     // SIGTERM: the step in flight finishes, the checkpoint is written at it, the exit is a one-line error
     const std::string c = root + "/c";
-    pid = spawn(cmd(c), root + "/c.log");
-    const auto t1 = std::chrono::steady_clock::now();
-    while (count_lines(c + "/metrics.jsonl") < 30 && std::chrono::steady_clock::now() - t1 < std::chrono::seconds(60))
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    kill(pid, SIGTERM);
-    CHECK(wait_exit(pid) == 1);
-    const size_t at_term = count_lines(c + "/metrics.jsonl");
+    const auto [term_code, at_term] = interrupt_run(cmd(c), c, root + "/c.log", 30, SIGTERM);
+    CHECK(term_code == 1);
     INFO("stopped after " << at_term << " metrics lines");
     REQUIRE(at_term >= 30);
     REQUIRE(at_term < 160);
-    {
-        std::ifstream lf(root + "/c.log");
-        const std::string log((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
-        CHECK(log.find("stopped at step " + std::to_string(at_term) + " of 160; checkpoint saved") != std::string::npos);
-    }
+    CHECK(read_text(root + "/c.log").find("stopped at step " + std::to_string(at_term) + " of 160; checkpoint saved") !=
+          std::string::npos);
     CHECK_FALSE(fs::exists(c + "/model.safetensors"));
     std::vector<std::string> rc = cmd(c);
     rc.push_back("--resume");
@@ -227,9 +233,7 @@ TEST_CASE("train --init: a run starts from a model file's weights, shape and pal
     CHECK(wait_exit(spawn(with({"--out", root + "/d", "--init", a + "/model.safetensors", "--palette",
                                 root + "/other.safetensors"}),
                           root + "/d.log")) == 1);
-    std::ifstream dl(root + "/d.log");
-    const std::string dlog((std::istreambuf_iterator<char>(dl)), std::istreambuf_iterator<char>());
-    CHECK(dlog.find("different palettes") != std::string::npos);
+    CHECK(read_text(root + "/d.log").find("different palettes") != std::string::npos);
 }
 
 #endif

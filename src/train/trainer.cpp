@@ -214,6 +214,13 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
     const std::string out_dir = opt.out_dir;
     const std::string ckpt_path = (fs::path(out_dir) / "checkpoint.ckpt").string();
     const std::string metrics_path = (fs::path(out_dir) / "metrics.jsonl").string();
+    // --init: the run takes the model's shape (and below its palette and weights), unless it resumes. Read
+    // before the run folder is made, so that a bad file leaves nothing behind.
+    Model init;
+    if (!opt.init.empty() && !(resume && fs::exists(ckpt_path))) {
+        init = load_model(opt.init);
+        opt.cfg = init.cfg;
+    }
     fs::create_directories(out_dir);
 
     // --- the run's state: fresh or from the checkpoint ---
@@ -268,14 +275,7 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
 
     // --- palette (and the starting weights of --init) ---
     Palette palette;
-    Model init;
     if (!have_ck && !opt.init.empty()) {
-        init = load_model(opt.init);
-        if (!(init.cfg.width == opt.cfg.width && init.cfg.layers == opt.cfg.layers && init.cfg.heads == opt.cfg.heads &&
-              init.cfg.hidden() == opt.cfg.hidden() && init.cfg.bias == opt.cfg.bias &&
-              init.cfg.image_h == opt.cfg.image_h && init.cfg.image_w == opt.cfg.image_w))
-            throw Error("--init " + opt.init + ": its shape (" + init.cfg.to_json() + ") is not the run's (" +
-                        opt.cfg.to_json() + ")");
         if (!opt.palette.empty() && load_palette_file(opt.palette).rgb() != init.palette.rgb())
             throw Error("--init " + opt.init + " and --palette " + opt.palette + " have different palettes; "
                         "a model continues with its own (drop --palette)");
@@ -425,7 +425,9 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         ck.step = step + 1;
         const bool eval_now = ck.step % opt.eval_every == 0 || ck.step == opt.steps;
         const bool ckpt_now = ck.step % opt.ckpt_every == 0 || ck.step == opt.steps;
-        if (device_opt && (eval_now || ckpt_now)) compute.get_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data());
+        const bool stop = cb.should_stop && cb.should_stop() && ck.step < opt.steps;  // checkpoint here, then stop
+        if (device_opt && (eval_now || ckpt_now || stop))
+            compute.get_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data());
         const double dt = std::chrono::duration<double>(clock::now() - t0).count();
         step_seconds += dt;
         step_images += int64_t(opt.batch) * opt.accum;
@@ -444,8 +446,6 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         }
         append_line(metrics_path, line);
         if (cb.on_step) cb.on_step(ck.step, opt.steps, loss, tok_s);
-        const bool stop = cb.should_stop && cb.should_stop() && ck.step < opt.steps;
-        if (stop && device_opt && !ckpt_now) compute.get_state(ck.params.data(), ck.adam_m.data(), ck.adam_v.data());
         if (ckpt_now || stop) {
             ck.wall_seconds = wall_before + std::chrono::duration<double>(clock::now() - session_start).count();
             save_checkpoint(ckpt_path, ck);

@@ -29,7 +29,7 @@ struct TrainOptions {
     double crop_scale = 1.125;    // training images are stored at res*crop_scale; random res crops of them
     bool flip = true;             // random horizontal flips
     // model
-    ModelConfig cfg;              // vocab is set from the palette
+    ModelConfig cfg;              // vocab is set from the palette; with `init`, the model's
     std::string init;             // model file to start from (its weights, config and palette); empty: random
     // optimisation
     int32_t batch = 8;            // images per micro-batch

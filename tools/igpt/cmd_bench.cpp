@@ -87,7 +87,6 @@ Limits measure_limits(int32_t threads) {
     return L;
 }
 
-// Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
 // The fused step's options not yet on by default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
 // (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once).
 std::string fused_options() {
@@ -102,6 +101,7 @@ std::string fused_options() {
     return s;
 }
 
+// Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
 [[maybe_unused]] double nominal_hbm_gbs(const std::string& name) {
     struct Known { const char* part; double gbs; };
     static const Known known[] = {{"H200", 4800}, {"H100 PCIe", 2000}, {"H100 NVL", 3900}, {"H100", 3350},

@@ -64,11 +64,10 @@ void parse_res(const std::string& s, int32_t& h, int32_t& w) {
 
 void run_train(TrainArgs& a) {
     igpt::train::TrainOptions& o = a.opt;
-    if (!a.init.empty()) {  // the shape and palette are the model's
+    if (!a.init.empty()) {  // the shape and palette are the model's (run_training reads them)
         if (a.width || a.layers || a.heads || a.mlp_mult || a.bias || !a.res.empty())
             throw igpt::Error("--init takes the model's shape: drop --width, --layers, --heads, --mlp-mult, --bias, --res");
         o.init = a.init;
-        o.cfg = igpt::load_model(a.init).cfg;
     } else {
         o.cfg = igpt::config_preset(a.config);
         if (a.width) o.cfg.width = a.width;
@@ -124,41 +123,36 @@ void run_train(TrainArgs& a) {
 
 void run_export(const std::string& run, const std::string& out, const std::string& dtype_name) {
     const igpt::DType dtype = igpt::dtype_from_name(dtype_name);
-    if (fs::is_regular_file(run) && fs::path(run).extension() == ".safetensors") {  // a model file: re-encode it
-        igpt::Model m = igpt::load_model(run);
-        nlohmann::json pj = nlohmann::json::parse(m.provenance, nullptr, false);
-        if (!pj.is_object()) pj = nlohmann::json::object();
-        pj["export_command"] = command_line();
-        pj["export_dtype"] = dtype_name;
-        m.provenance = pj.dump();
-        igpt::save_model(m, out, dtype);
-        std::printf("exported %s (%s from %s, %lld parameters, %lld bytes)\n", out.c_str(), dtype_name.c_str(),
-                    igpt::dtype_name(m.file_dtype), (long long)m.params.size(), (long long)fs::file_size(out));
-        return;
+    igpt::Model m;
+    std::string from;  // a model file re-encoded: its dtype, for the message
+    if (fs::is_regular_file(run) && fs::path(run).extension() == ".safetensors") {
+        m = igpt::load_model(run);
+        from = std::string(" from ") + igpt::dtype_name(m.file_dtype);
+    } else {
+        std::string ckpt = run, model_path;
+        if (fs::is_directory(run)) {
+            ckpt = (fs::path(run) / "checkpoint.ckpt").string();
+            model_path = (fs::path(run) / "model.safetensors").string();
+        }
+        if (!fs::exists(ckpt)) throw igpt::Error(ckpt + ": no checkpoint (give a run folder or a .ckpt file)");
+        // provenance: the finished run's (with its validation numbers) when there is one, else the checkpoint's
+        std::string prov;
+        if (!model_path.empty() && fs::exists(model_path)) prov = igpt::load_model(model_path).provenance;
+        m = igpt::train::model_from_checkpoint(ckpt, "{}");
+        if (prov.empty()) {
+            nlohmann::json p = {{"trainer", "igpt train (src/train)"}, {"checkpoint", ckpt}, {"note", "exported mid-run"}};
+            prov = p.dump();
+        }
+        m.provenance = prov;
     }
-    std::string ckpt = run, model_path;
-    if (fs::is_directory(run)) {
-        ckpt = (fs::path(run) / "checkpoint.ckpt").string();
-        model_path = (fs::path(run) / "model.safetensors").string();
-    }
-    if (!fs::exists(ckpt)) throw igpt::Error(ckpt + ": no checkpoint (give a run folder or a .ckpt file)");
-    // provenance: the finished run's (with its validation numbers) when there is one, else the checkpoint's
-    std::string prov;
-    if (!model_path.empty() && fs::exists(model_path)) prov = igpt::load_model(model_path).provenance;
-    igpt::Model m = igpt::train::model_from_checkpoint(ckpt, "{}");
-    if (prov.empty()) {
-        nlohmann::json p = {{"trainer", "igpt train (src/train)"}, {"checkpoint", ckpt}, {"note", "exported mid-run"}};
-        prov = p.dump();
-    }
-    nlohmann::json pj = nlohmann::json::parse(prov, nullptr, false);
+    nlohmann::json pj = nlohmann::json::parse(m.provenance, nullptr, false);
     if (pj.is_object()) {
         pj["export_command"] = command_line();
         pj["export_dtype"] = dtype_name;
-        prov = pj.dump();
+        m.provenance = pj.dump();
     }
-    m.provenance = prov;
     igpt::save_model(m, out, dtype);
-    std::printf("exported %s (%s, %lld parameters, %lld bytes)\n", out.c_str(), dtype_name.c_str(),
+    std::printf("exported %s (%s%s, %lld parameters, %lld bytes)\n", out.c_str(), dtype_name.c_str(), from.c_str(),
                 (long long)m.params.size(), (long long)fs::file_size(out));
 }
 
