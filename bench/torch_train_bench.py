@@ -110,7 +110,8 @@ def bench(name, compiled, batch, steps, warmup):
 
 
 def igpt_rows(path):
-    return [{"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, fp32 weights, device AdamW)",
+    return [{"impl": f"igpt {kv.get('device')} ({kv.get('math')} GEMMs, {kv.get('attention', 'gemm')} attention, "
+                     f"fp32 weights, device AdamW)",
              "shape": kv.get("config"), "params": int(kv.get("params", 0)), "batch": int(kv["batch"]),
              "tokens_per_s": float(kv["tokens_per_s"])}
             for kv in read_results(path, "RESULT igpt-train", log)]

@@ -3,11 +3,14 @@
 #   1. AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer) over the whole Catch2 suite (build-asan).
 #   2. ThreadSanitizer over the threaded tests: completion sessions, the reference/threaded inference
 #      tests and the CLI tests (build-tsan).
+#   3. ThreadSanitizer over the CUDA kernels that tests/cuda_emu runs on the CPU (the trainer's flash
+#      attention), built so that a block's threads are OS threads: a missing __syncthreads is a reported race.
+#      Small: one test file, built on its own (build-emu-tsan).
 # Any report fails the run: UBSan does not recover (-fno-sanitize-recover), ASan/TSan halt on error.
 # Nothing is suppressed.
 #
-#   bash scripts/test_sanitize.sh            # both
-#   bash scripts/test_sanitize.sh asan|tsan  # one of them
+#   bash scripts/test_sanitize.sh                # all three
+#   bash scripts/test_sanitize.sh asan|tsan|emu  # one of them
 # Environment: JOBS (build jobs, default 2), CXX/CC (default clang++/clang; g++ works too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +60,24 @@ if [ "$which" = all ] || [ "$which" = tsan ]; then
         echo "TSan: PASS ($((SECONDS - t0)) s including the build)"
     else
         echo "TSan: FAIL"
+        status=1
+    fi
+fi
+if [ "$which" = all ] || [ "$which" = emu ]; then
+    t0=$SECONDS
+    echo "== TSan: CUDA kernels on CPU threads (tests/cuda_emu)"
+    mkdir -p build-emu-tsan
+    # IGPT_CUDA_EMU_THREADS: each CUDA thread an OS thread (the default, fibers, would hide races from TSan)
+    "$CXX" -std=c++17 -O1 -g -fsanitize=thread -DIGPT_CUDA_EMU -DIGPT_CUDA_EMU_THREADS -Itests/cuda_emu -Isrc \
+        -Isrc/train/cuda \
+        tests/test_flash_emu.cpp tests/test_main.cpp -o build-emu-tsan/flash_emu_tsan -pthread
+    export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+    runner=()
+    command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null && runner=(setarch "$(uname -m)" -R)
+    if "${runner[@]}" build-emu-tsan/flash_emu_tsan --reporter compact "[flash]"; then
+        echo "TSan (emulated CUDA kernels): PASS ($((SECONDS - t0)) s including the build)"
+    else
+        echo "TSan (emulated CUDA kernels): FAIL"
         status=1
     fi
 fi

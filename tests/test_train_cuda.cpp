@@ -1,7 +1,9 @@
 // The CUDA trainer (train/cuda/) against the CPU trainer (TrainCompute, itself checked against finite
 // differences in test_train_model.cpp): the gradient of every tensor (each op's backward shows up in its
 // own parameters), the per-pixel loss, and 50 AdamW steps from the same initialisation with the same
-// batches, with the optimizer on the host and on the device. f32 GEMMs are the checking mode (tight); bf16 tensor-core GEMMs get a stated loose tolerance.
+// batches, with the optimizer on the host and on the device. f32 GEMMs are the checking mode (tight); bf16
+// tensor-core GEMMs get a stated loose tolerance, with the batched-GEMM attention and with flash attention
+// (flash_attn.cuh; its kernels are also checked without a GPU, on CPU threads, by test_flash_emu.cpp).
 // Without a GPU, or in a build without the CUDA trainer, every case says "skipped: no GPU" and passes.
 // Each comparison prints its measured error ("cuda train check: ...").
 #include <catch2/catch.hpp>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "error.h"
 #include "model.h"
 #include "optim.h"
 #include "test_util.h"
@@ -28,7 +31,12 @@ using igpt_test::random_tokens;
 namespace {
 
 bool gpu_or_skip() {
-#ifdef IGPT_TRAIN_CUDA
+#if defined(IGPT_CUDA_EMU)
+    static bool said = false;
+    if (!said) std::printf("cuda train check: running on cuda_emu (the CUDA trainer's kernels on CPU threads)\n");
+    said = true;
+    return true;
+#elif defined(IGPT_TRAIN_CUDA)
     if (cuda_available()) return true;
     WARN("skipped: no GPU (this build has the CUDA trainer, but no CUDA device is visible)");
 #else
@@ -39,6 +47,13 @@ bool gpu_or_skip() {
 
 #ifdef IGPT_TRAIN_CUDA
 using igpt_test::small_config;  // 8x8 image, 16 colours, width 32, 2 layers, 4 heads (head dim 8)
+
+// The CUDA trainer's variants: GEMM compute and attention.
+struct Variant {
+    const char* math;
+    const char* attention;
+};
+constexpr Variant kVariants[] = {{"f32", "gemm"}, {"bf16", "gemm"}, {"bf16", "flash"}};
 
 std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
     Model m = init_model(cfg, igpt_test::random_palette(cfg.vocab, seed), seed);
@@ -65,26 +80,28 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
     if (!gpu_or_skip()) return;
 #ifdef IGPT_TRAIN_CUDA
     for (bool bias : {false, true})
-        for (const char* math : {"f32", "bf16"}) {
+        for (const Variant& var : kVariants) {
+            const std::string math = std::string(var.math) + (std::string(var.attention) == "flash" ? "+flash" : "");
+            INFO("variant " << math);  // failures name it (gpu_check.sh tells flash failures apart by it)
             const ModelConfig cfg = small_config(bias);
             const auto params = perturbed_params(cfg, 3);
             const int32_t B = 3, T = cfg.n_ctx();
             const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 5);
             const float scale = 1.0f / float(B * T);
             TrainCompute cpu(cfg, 2);
-            auto gpu = make_cuda_step_compute(cfg, math);
+            auto gpu = make_cuda_step_compute(cfg, var.math, var.attention);
             std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
             const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
             const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
-            const bool exact = std::string(math) == "f32";
+            const bool exact = math == "f32";
             const double tol = exact ? 1e-4 : 5e-2;
-            std::printf("cuda train check: %s bias %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math, int(bias), lc,
+            std::printf("cuda train check: %s bias %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math.c_str(), int(bias), lc,
                         lg, std::fabs(lg - lc) / lc);
             CHECK(std::fabs(lg - lc) / lc < (exact ? 1e-5 : 1e-2));
             for (const ParamSpec& s : param_layout(cfg)) {
                 const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
                 std::printf("cuda train check: %s bias %d: gradient %-18s normalised error %.3g (tolerance %.3g)\n",
-                            math, int(bias), s.name.c_str(), e, tol);
+                            math.c_str(), int(bias), s.name.c_str(), e, tol);
                 INFO(math << " bias " << bias << ": gradient of " << s.name);
                 CHECK(e <= tol);
             }
@@ -99,20 +116,27 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
             double worst = 0;
             for (size_t i = 0; i < pc.size(); ++i) worst = std::max(worst, double(std::fabs(pc[i] - pg[i])));
             std::printf("cuda train check: %s bias %d: per-pixel nll max diff %.3g nats (sum cpu %.6f cuda %.6f)\n",
-                        math, int(bias), worst, nc, ng);
+                        math.c_str(), int(bias), worst, nc, ng);
             CHECK(worst < (exact ? 1e-4 : 5e-2));
         }
 #endif
 }
 
-TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cuda][train]") {
+TEST_CASE("cuda train: 50 AdamW steps (20 on the emulator) follow the CPU trainer's loss curve", "[cuda][train]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_TRAIN_CUDA
     // Three runs from the same initialisation on the same batches: the CPU trainer; the CUDA forward/backward
     // with the host's clipping and AdamW; and the CUDA device optimizer (train_step, 2 micro-batches of 2).
-    for (const char* math : {"f32", "bf16"}) {
+    for (const Variant& var : kVariants) {
+        const std::string math = std::string(var.math) + (std::string(var.attention) == "flash" ? "+flash" : "");
+        INFO("variant " << math);
         const ModelConfig cfg = small_config(true);
-        const int32_t B = 4, T = cfg.n_ctx(), steps = 50;
+#ifdef IGPT_CUDA_EMU
+        const int32_t steps = 20;  // on the CPU emulator: a shorter curve (the whole 50 take a minute)
+#else
+        const int32_t steps = 50;
+#endif
+        const int32_t B = 4, T = cfg.n_ctx();
         const auto specs = param_layout(cfg);
         const auto mask = decay_mask(specs);
         std::vector<double> curve[3], gnorm[3];
@@ -120,7 +144,7 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
         for (int dev = 0; dev < 3; ++dev) {
             std::unique_ptr<StepCompute> compute;
             if (dev == 0) compute = std::make_unique<TrainCompute>(cfg, 2);
-            else compute = make_cuda_step_compute(cfg, math);
+            else compute = make_cuda_step_compute(cfg, var.math, var.attention);
             std::vector<float> p = perturbed_params(cfg, 11), g(p.size()), m(p.size(), 0.0f), v(p.size(), 0.0f);
             if (dev == 2) {
                 REQUIRE(compute->device_optimizer());
@@ -153,7 +177,7 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
             if (dev == 2) compute->get_state(p.data(), m.data(), v.data());
             final_params[dev] = p;
         }
-        const double tol = std::string(math) == "f32" ? 1e-3 : 3e-2;
+        const double tol = math == "f32" ? 1e-3 : 3e-2;
         CHECK(curve[0].back() < curve[0].front());  // it learns at all
         for (int dev = 1; dev < 3; ++dev) {
             double worst = 0, worst_norm = 0;
@@ -161,9 +185,10 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
                 worst = std::max(worst, std::fabs(curve[dev][s] - curve[0][s]) / curve[0][s]);
                 worst_norm = std::max(worst_norm, std::fabs(gnorm[dev][s] - gnorm[0][s]) / gnorm[0][s]);
             }
-            std::printf("cuda train check: %s 50 steps, %s: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f, max relative "
+            std::printf("cuda train check: %s %d steps, %s: loss %.4f -> %.4f (cpu) vs %.4f -> %.4f, max relative "
                         "difference %.3g (tolerance %.3g); gradient norm max relative difference %.3g\n",
-                        math, dev == 1 ? "host AdamW" : "device AdamW", curve[0].front(), curve[0].back(),
+                        math.c_str(), int(steps), dev == 1 ? "host AdamW" : "device AdamW", curve[0].front(),
+                        curve[0].back(),
                         curve[dev].front(), curve[dev].back(), worst, tol, worst_norm);
             INFO(math << (dev == 1 ? ", host AdamW" : ", device AdamW"));
             CHECK(worst <= tol);
@@ -171,8 +196,72 @@ TEST_CASE("cuda train: 50 AdamW steps follow the CPU trainer's loss curve", "[cu
         }
         // The device optimizer and the host one, on the same device, end at nearly the same weights.
         const double e = normalised_error(final_params[2].data(), final_params[1].data(), final_params[1].size());
-        std::printf("cuda train check: %s 50 steps: final weights, device vs host AdamW, normalised error %.3g\n", math, e);
-        CHECK(e <= (std::string(math) == "f32" ? 1e-2 : 1e-1));
+        std::printf("cuda train check: %s %d steps: final weights, device vs host AdamW, normalised error %.3g\n",
+                    math.c_str(), int(steps), e);
+        CHECK(e <= (math == "f32" ? 1e-2 : 1e-1));
     }
+#endif
+}
+
+TEST_CASE("cuda train: flash attention over several tiles matches the CPU trainer's gradients",
+          "[cuda][train][sanitize]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_TRAIN_CUDA
+    // Sequences of several 64-row tiles (and one that is not a multiple of 64), head dims 16, 32 and 64: the
+    // shapes small_config's 8x8 image (one tile, head dim 8) leaves out.
+    struct Shape {
+        int32_t side, width, heads;
+    };
+    for (const Shape& sh : {Shape{16, 64, 4}, Shape{12, 96, 3}, Shape{16, 128, 2}}) {
+        INFO("variant bf16+flash, image " << sh.side << "x" << sh.side << ", width " << sh.width);
+        ModelConfig cfg = small_config(true, sh.width, 1);
+        cfg.heads = sh.heads;
+        cfg.image_h = cfg.image_w = sh.side;
+        const auto params = perturbed_params(cfg, 21);
+        const int32_t B = 2, T = cfg.n_ctx();
+        const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 23);
+        const float scale = 1.0f / float(B * T);
+        TrainCompute cpu(cfg, 2);
+        auto gpu = make_cuda_step_compute(cfg, "bf16", "flash");
+        std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
+        const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
+        const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
+        std::printf("cuda train check: flash T %d head dim %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", T,
+                    cfg.head_dim(), lc, lg, std::fabs(lg - lc) / lc);
+        CHECK(std::fabs(lg - lc) / lc < 1e-2);
+        for (const ParamSpec& s : param_layout(cfg)) {
+            const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
+            std::printf("cuda train check: flash T %d head dim %d: gradient %-18s normalised error %.3g\n", T,
+                        cfg.head_dim(), s.name.c_str(), e);
+            INFO("T " << T << ", head dim " << cfg.head_dim() << ": gradient of " << s.name);
+            CHECK(e <= 5e-2);
+        }
+    }
+#endif
+}
+
+TEST_CASE("cuda train: combinations flash attention does not run are refused with a message", "[train]") {
+#ifdef IGPT_TRAIN_CUDA
+    // Checked before the GPU is looked for, so these run on machines without one too.
+    const ModelConfig cfg = small_config(false);
+    auto message = [&](const ModelConfig& c, const char* math, const char* attention) {
+        try {
+            make_cuda_step_compute(c, math, attention);
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string();  // accepted (a GPU is present and the combination runs)
+    };
+    CHECK_THAT(message(cfg, "f32", "flash"), Catch::Contains("--cuda-math bf16"));
+    CHECK_THAT(message(cfg, "tf32", "flash"), Catch::Contains("--cuda-math bf16"));
+    ModelConfig wide = small_config(false, 512);
+    wide.heads = 4;  // head dim 128
+    CHECK_THAT(message(wide, "bf16", "flash"), Catch::Contains("head dimension") && Catch::Contains("128"));
+    ModelConfig odd = small_config(false, 36);
+    odd.heads = 6;  // head dim 6
+    CHECK_THAT(message(odd, "bf16", "flash"), Catch::Contains("is 6"));
+    CHECK_THAT(message(cfg, "bf16", "tiled"), Catch::Contains("gemm or flash"));
+#else
+    WARN("skipped: this build has no CUDA trainer (IGPT_WITH_CUDA is off), so there is nothing to refuse");
 #endif
 }

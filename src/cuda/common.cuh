@@ -7,13 +7,21 @@
 // norm gains, biases, logits). Launchers enqueue on the given stream and never synchronise, so a whole
 // decode step can be captured into a CUDA graph. Position arguments come as `pos` (host value) or, when
 // `pos_dev` is non-null, from device memory (the graph replays one step for every position).
+//
+// Under IGPT_CUDA_EMU (tests/cuda_emu: CUDA kernels run on the CPU, for the trainer's tests without a GPU)
+// the runtime API and the device-side helpers below come from the emulator instead.
 #pragma once
+#ifdef IGPT_CUDA_EMU
+#include "cuda_emu_runtime.h"
+#else
 #include <cuda_runtime_api.h>
+#endif
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "cuda/emu_namespace.h"
 #include "error.h"
 
 namespace igpt::cuda {
@@ -38,14 +46,26 @@ inline const char* dev_type_name(DevType t) { return t == DevType::F32 ? "f32" :
 // After a kernel launch: reports bad launch configurations at once (does not synchronise).
 #define IGPT_CUDA_LAUNCHED() IGPT_CUDA_CHECK(cudaGetLastError())
 
+// kernel<<<grid, block, smem, stream>>>(args...), written IGPT_LAUNCH(kernel, grid, block, smem, stream)(args...)
+// in the sources the emulator also compiles; and a kernel's dynamic shared memory, as `T name[]`.
+#ifdef IGPT_CUDA_EMU
+#define IGPT_LAUNCH(kernel, grid, block, smem, stream) ::cuda_emu::make_launcher(dim3(grid), dim3(block), smem, &kernel)
+#define IGPT_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::cuda_emu::dynamic_smem())
+#else
+#define IGPT_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define IGPT_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 #ifdef __CUDACC__
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
+#endif
+#if defined(__CUDACC__) || defined(IGPT_CUDA_EMU)
 #include <cmath>
 
 namespace igpt::cuda {
 
+#ifdef __CUDACC__  // the device element types (the emulator has none: the trainer is f32 in memory)
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -63,6 +83,8 @@ template <typename F> void dispatch_type(DevType t, F&& f) {
         case DevType::BF16: f(__nv_bfloat16{}); break;
     }
 }
+
+#endif  // __CUDACC__
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -97,4 +119,4 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }
 
 }  // namespace igpt::cuda
-#endif  // __CUDACC__
+#endif  // __CUDACC__ || IGPT_CUDA_EMU

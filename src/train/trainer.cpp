@@ -57,6 +57,7 @@ std::string TrainOptions::to_json() const {
               {"threads", threads},
               {"device", device},
               {"cuda_math", cuda_math},
+              {"cuda_attention", cuda_attention},
               {"command", command}};
     return j.dump();
 }
@@ -93,6 +94,7 @@ TrainOptions TrainOptions::from_json(const std::string& s) {
         o.threads = j.at("threads");
         o.device = j.value("device", std::string("cpu"));  // runs from before CUDA training: cpu
         o.cuda_math = j.value("cuda_math", std::string("bf16"));
+        o.cuda_attention = j.value("cuda_attention", std::string("gemm"));
         o.command = j.at("command");
     } catch (const json::exception& e) {
         throw Error(std::string("bad training options in checkpoint (") + e.what() + ")");
@@ -189,7 +191,7 @@ std::unique_ptr<StepCompute> make_step_compute(const TrainOptions& opt, std::str
     }
     if (opt.device == "cuda") {
 #ifdef IGPT_TRAIN_CUDA
-        auto c = make_cuda_step_compute(opt.cfg, opt.cuda_math);
+        auto c = make_cuda_step_compute(opt.cfg, opt.cuda_math, opt.cuda_attention);
         *hardware = c->describe();
         return c;
 #else
@@ -236,6 +238,7 @@ TrainResult run_training(TrainOptions opt, bool resume, const TrainCallbacks& cb
         stored.threads = opt.threads;
         stored.device = opt.device;  // a run may move between the CPU and a GPU
         stored.cuda_math = opt.cuda_math;
+        stored.cuda_attention = opt.cuda_attention;
         stored.out_dir = opt.out_dir;
         stored.command = stored.command + " ; resumed: " + opt.command;
         opt = stored;

@@ -157,7 +157,7 @@ void run_export(const std::string& run, const std::string& out, const std::strin
 }
 
 struct TrainBenchArgs {
-    std::string config = "S", device = "cpu", cuda_math = "bf16";
+    std::string config = "S", device = "cpu", cuda_math = "bf16", cuda_attention = "gemm";
     int32_t width = 0, layers = 0, heads = 0, batch = 8, steps = 5, warmup = 2, threads = 0;
 };
 
@@ -177,6 +177,7 @@ void run_train_bench(const TrainBenchArgs& a) {
     o.cfg = cfg;
     o.device = a.device;
     o.cuda_math = a.cuda_math;
+    o.cuda_attention = a.cuda_attention;
     o.threads = a.threads;
     std::string hardware;
     auto compute = igpt::train::make_step_compute(o, &hardware);
@@ -224,10 +225,11 @@ void run_train_bench(const TrainBenchArgs& a) {
                 flops / step_best / (gpu ? 1e12 : 1e9), gpu ? "TFLOP/s" : "GFLOP/s");
     std::printf("forward + backward%s: %.4f s, %.0f tokens/s\n", device_opt ? " (weights in, gradients out)" : "",
                 fb_best, tokens / fb_best);
-    std::printf("RESULT igpt-train device=%s math=%s config=%s params=%lld batch=%d tokens_per_s=%.0f "
+    std::printf("RESULT igpt-train device=%s math=%s attention=%s config=%s params=%lld batch=%d tokens_per_s=%.0f "
                 "fb_tokens_per_s=%.0f\n",
-                a.device.c_str(), a.device == "cuda" ? a.cuda_math.c_str() : "f32", cfg.name.c_str(),
-                (long long)m.params.size(), B, tokens / step_best, tokens / fb_best);
+                a.device.c_str(), a.device == "cuda" ? a.cuda_math.c_str() : "f32",
+                a.device == "cuda" ? a.cuda_attention.c_str() : "cpu", cfg.name.c_str(), (long long)m.params.size(), B,
+                tokens / step_best, tokens / fb_best);
 }
 
 }  // namespace
@@ -246,6 +248,9 @@ void register_train(CLI::App& app) {
         c->add_option("--warmup", b->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000));
         c->add_option("--device", b->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
         c->add_option("--cuda-math", b->cuda_math, "bf16, tf32 or f32")->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+            ->capture_default_str();
+        c->add_option("--cuda-attention", b->cuda_attention, "gemm or flash (flash needs --cuda-math bf16)")
+            ->check(CLI::IsMember({"gemm", "flash"}))
             ->capture_default_str();
         c->add_option("-j,--threads", b->threads, "CPU threads (0 = all)");
         c->callback([b] { run_train_bench(*b); });
@@ -295,6 +300,11 @@ void register_train(CLI::App& app) {
         ->capture_default_str();
     t->add_option("--cuda-math", o.cuda_math, "compute of the CUDA GEMMs: bf16, tf32 or f32 (fp32 storage)")
         ->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+        ->capture_default_str();
+    t->add_option("--cuda-attention", o.cuda_attention,
+                  "CUDA attention: gemm (batched GEMMs, keeps B x heads x T x T probabilities) or flash (tiled on "
+                  "bf16 tensor cores, keeps nothing T x T; needs --cuda-math bf16, head dim <= 64)")
+        ->check(CLI::IsMember({"gemm", "flash"}))
         ->capture_default_str();
     t->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (with its stored options)");
     t->add_option("--export", a->export_path, "Also write the final model here");

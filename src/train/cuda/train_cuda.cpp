@@ -1,9 +1,8 @@
 // CUDA StepCompute (see train_cuda.h): the CPU trainer's Net::forward / Net::backward, for a whole batch at
-// once, on the device. Activations of every layer are kept for the backward pass (the attention
-// probabilities too: B * heads * T * T floats a layer).
+// once, on the device. Activations of every layer are kept for the backward pass; with the batched-GEMM
+// attention that includes its probabilities, B * heads * T * T floats a layer, while flash attention
+// (flash_attn.cuh) keeps one float per query and head instead.
 #include "train_cuda.h"
-
-#include <cuda_runtime_api.h>
 
 #include <cmath>
 #include <cstring>
@@ -12,9 +11,11 @@
 #include "backend.h"
 #include "cuda/common.cuh"
 #include "error.h"
+#include "flash_attn.cuh"
 #include "train_kernels.cuh"
 
 namespace igpt::train {
+IGPT_EMU_NAMESPACE_BEGIN
 
 namespace {
 
@@ -59,12 +60,13 @@ private:
 };
 
 struct LayerBufs {
-    float *ln1, *rstd1, *qkv, *att, *atty, *res_mid, *ln2, *rstd2, *fc, *fc_act;
+    float *ln1, *rstd1, *qkv, *att, *atty, *res_mid, *ln2, *rstd2, *fc, *fc_act;  // att: (B*NH, T, T), or
+    float* lse2;  // with flash attention, instead of att: (B*NH, T) log-sum-exps
 };
 
 class CudaTrainCompute final : public StepCompute {
 public:
-    CudaTrainCompute(const ModelConfig& cfg, ct::GemmMath math) : cfg_(cfg), math_(math) {
+    CudaTrainCompute(const ModelConfig& cfg, ct::GemmMath math, bool flash) : cfg_(cfg), math_(math), flash_(flash) {
         n_params_ = 0;
         for (const ParamSpec& s : param_layout(cfg)) n_params_ = std::max(n_params_, s.offset + s.numel);
         cudaDeviceProp prop{};
@@ -98,7 +100,8 @@ public:
     }
 
     std::string describe() const override {
-        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, fp32 weights and AdamW on the GPU";
+        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, " +
+               (flash_ ? "flash attention" : "attention as batched GEMMs") + ", fp32 weights and AdamW on the GPU";
     }
 
     bool device_optimizer() const override { return true; }
@@ -219,7 +222,8 @@ private:
             b.ln1 = act_.get<float>(M * C);
             b.rstd1 = act_.get<float>(M);
             b.qkv = act_.get<float>(M * 3 * C);
-            b.att = act_.get<float>(size_t(B) * NH * T * T);
+            b.att = flash_ ? nullptr : act_.get<float>(size_t(B) * NH * T * T);
+            b.lse2 = flash_ ? act_.get<float>(size_t(B) * NH * T) : nullptr;
             b.atty = act_.get<float>(M * C);
             b.res_mid = act_.get<float>(M * C);
             b.ln2 = act_.get<float>(M * C);
@@ -232,8 +236,12 @@ private:
         rstdf_ = act_.get<float>(M);
         logits_ = act_.get<float>(M * V);
         row_nll_ = act_.get<float>(M);
-        for (float*& h : heads_) h = act_.get<float>(M * C);  // q k v o dq dk dv do, each (B*NH, T, D)
-        dP_ = act_.get<float>(size_t(B) * NH * T * T);
+        if (flash_) {
+            delta_ = act_.get<float>(size_t(B) * NH * T);
+        } else {
+            for (float*& h : heads_) h = act_.get<float>(M * C);  // q k v o dq dk dv do, each (B*NH, T, D)
+            dP_ = act_.get<float>(size_t(B) * NH * T * T);
+        }
         dres_ = act_.get<float>(M * C);
         dln_ = act_.get<float>(M * C);
         dqkv_ = act_.get<float>(M * 3 * C);
@@ -255,12 +263,50 @@ private:
         if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
     }
 
-    void forward(int32_t B, bool grad, float scale) {
-        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab, NH = cfg_.heads,
-                      D = cfg_.head_dim();
-        const int64_t M = int64_t(B) * T, BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
-        const float eps = cfg_.norm_eps, att_scale = 1.0f / std::sqrt(float(D));
+    // Causal self-attention of one layer, per (image, head): a.atty (B*T, C) from a.qkv (B*T, 3C).
+    void attention_forward(const LayerBufs& a, int32_t B) {
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
+        const float att_scale = 1.0f / std::sqrt(float(D));
+        if (flash_) return ct::flash_forward(a.qkv, B, T, NH, D, att_scale, a.atty, a.lse2, s_);
+        const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *o = heads_[3];
+        ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
+        ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
+        ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+        // S = q k^T (raw), P = causal softmax(scale S), o = P v; per (image, head).
+        ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, q, D, TD, k, D, TD, 0.0f, a.att, T, TT, BH);
+        ct::causal_softmax(a.att, BH, T, att_scale, s_);
+        ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, a.att, T, TT, v, D, TD, 0.0f, o, D, TD, BH);
+        ct::from_heads(o, B, T, NH, D, a.atty, C, 0, s_);
+    }
+
+    // Its backward: dqkv_ (B*T, 3C, overwritten) from datty_ (B*T, C).
+    void attention_backward(const LayerBufs& a, int32_t B) {
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
+        const float att_scale = 1.0f / std::sqrt(float(D));
+        if (flash_) return ct::flash_backward(a.qkv, a.atty, datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv_, s_);
+        const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
+        float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
+              *dO = heads_[7];
+        ct::to_heads(datty_, C, 0, B, T, NH, D, dO, s_);
+        ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
+        ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
+        ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+        // dV = P^T dO; dP = dO V^T; dS = scale P (dP - rowsum(P dP)); dQ = dS K; dK = dS^T Q
+        ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, a.att, T, TT, dO, D, TD, 0.0f, dv, D, TD, BH);
+        ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, dO, D, TD, v, D, TD, 0.0f, dP_, T, TT, BH);
+        ct::softmax_backward(dP_, a.att, BH, T, att_scale, s_);
+        ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, dP_, T, TT, k, D, TD, 0.0f, dq, D, TD, BH);
+        ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, dP_, T, TT, q, D, TD, 0.0f, dk, D, TD, BH);
+        ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);
+        ct::from_heads(dk, B, T, NH, D, dqkv_, 3 * C, C, s_);
+        ct::from_heads(dv, B, T, NH, D, dqkv_, 3 * C, 2 * C, s_);
+    }
+
+    void forward(int32_t B, bool grad, float scale) {
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab;
+        const int64_t M = int64_t(B) * T;
+        const float eps = cfg_.norm_eps;
         ct::embed_forward(cur_tok_, B, T, C, w_.sos, w_.wte, w_.wpe, res_[0], s_);
         for (int32_t l = 0; l < cfg_.layers; ++l) {
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
@@ -269,14 +315,7 @@ private:
             ct::rmsnorm_forward(x, lw.ln1_g, eps, M, C, a.ln1, a.rstd1, s_);
             linear(a.ln1, lw.qkv_w, a.qkv, M, C, 3 * C);
             if (lw.qkv_b) ct::add_bias(a.qkv, lw.qkv_b, M, 3 * C, s_);
-            ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
-            ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
-            ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
-            // S = q k^T (raw), P = causal softmax(scale S), o = P v; per (image, head).
-            ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, q, D, TD, k, D, TD, 0.0f, a.att, T, TT, BH);
-            ct::causal_softmax(a.att, BH, T, att_scale, s_);
-            ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, a.att, T, TT, v, D, TD, 0.0f, o, D, TD, BH);
-            ct::from_heads(o, B, T, NH, D, a.atty, C, 0, s_);
+            attention_forward(a, B);  // a.qkv -> a.atty
             // res_mid = x + atty proj^T + b
             IGPT_CUDA_CHECK(cudaMemcpyAsync(a.res_mid, x, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
             linear(a.atty, lw.proj_w, a.res_mid, M, C, C, 1.0f);
@@ -296,12 +335,8 @@ private:
     }
 
     void backward(int32_t B) {
-        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab, NH = cfg_.heads,
-                      D = cfg_.head_dim();
-        const int64_t M = int64_t(B) * T, BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
-        const float att_scale = 1.0f / std::sqrt(float(D));
-        float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
-              *dO = heads_[7];
+        const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab;
+        const int64_t M = int64_t(B) * T;
         IGPT_CUDA_CHECK(cudaMemsetAsync(dres_, 0, size_t(M) * C * 4, s_));
         linear_back(logits_, lnf_, w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
         ct::rmsnorm_backward(dln_, res_[size_t(cfg_.layers)], w_.lnf_g, rstdf_, M, C, dres_, g_.lnf_g, s_);
@@ -316,19 +351,7 @@ private:
             ct::rmsnorm_backward(dln_, a.res_mid, lw.ln2_g, a.rstd2, M, C, dres_, lg.ln2_g, s_);
             // attention branch: res_mid = res[l] + proj(attn(qkv(norm(res[l]))))
             linear_back(dres_, a.atty, lw.proj_w, M, C, C, datty_, lg.proj_w, lg.proj_b);
-            ct::to_heads(datty_, C, 0, B, T, NH, D, dO, s_);
-            ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
-            ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
-            ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
-            // dV = P^T dO; dP = dO V^T; dS = scale P (dP - rowsum(P dP)); dQ = dS K; dK = dS^T Q
-            ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, a.att, T, TT, dO, D, TD, 0.0f, dv, D, TD, BH);
-            ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, dO, D, TD, v, D, TD, 0.0f, dP_, T, TT, BH);
-            ct::softmax_backward(dP_, a.att, BH, T, att_scale, s_);
-            ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, dP_, T, TT, k, D, TD, 0.0f, dq, D, TD, BH);
-            ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, dP_, T, TT, q, D, TD, 0.0f, dk, D, TD, BH);
-            ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);
-            ct::from_heads(dk, B, T, NH, D, dqkv_, 3 * C, C, s_);
-            ct::from_heads(dv, B, T, NH, D, dqkv_, 3 * C, 2 * C, s_);
+            attention_backward(a, B);  // datty_ -> dqkv_
             linear_back(dqkv_, a.ln1, lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
             ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
         }
@@ -348,6 +371,7 @@ private:
 
     ModelConfig cfg_;
     ct::GemmMath math_;
+    bool flash_ = false;  // flash attention (flash_attn.cuh) instead of batched GEMMs
     std::string device_;
     size_t n_params_ = 0;
     cudaStream_t s_ = nullptr;
@@ -368,16 +392,29 @@ private:
     std::vector<LayerBufs> layers_;
     float *lnf_ = nullptr, *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;
     float* heads_[8] = {};
+    float* delta_ = nullptr;  // flash attention's backward scratch (B*NH, T)
     float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr, *dfc_ = nullptr;
     std::vector<float> host_nll_;
 };
 
 }  // namespace
 
-std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math) {
+std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math,
+                                                    const std::string& attention) {
     const ct::GemmMath m = math_from_name(math);
+    if (attention != "gemm" && attention != "flash")
+        throw Error("unknown CUDA attention '" + attention + "' (use gemm or flash)");
+    const bool flash = attention == "flash";
+    if (flash && m != ct::GemmMath::BF16)
+        throw Error("flash attention runs on bf16 tensor cores: use it with --cuda-math bf16 (not " + math + ")");
+    if (flash && !ct::flash_supported(cfg.head_dim()))
+        throw Error("flash attention takes head dimensions that are multiples of 4, up to 64; this model's is " +
+                    std::to_string(cfg.head_dim()) + " (use --cuda-attention gemm)");
+#ifndef IGPT_CUDA_EMU  // tests/cuda_emu runs this trainer on the CPU
     if (!cuda_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
-    return std::make_unique<CudaTrainCompute>(cfg, m);
+#endif
+    return std::make_unique<CudaTrainCompute>(cfg, m, flash);
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::train

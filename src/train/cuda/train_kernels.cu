@@ -6,6 +6,7 @@
 #include "train_kernels.cuh"
 
 namespace igpt::cuda::train {
+IGPT_EMU_NAMESPACE_BEGIN
 
 namespace {
 
@@ -72,7 +73,7 @@ __global__ void rmsnorm_forward_kernel(const float* __restrict__ x, const float*
 __global__ void rmsnorm_backward_kernel(const float* __restrict__ dout, const float* __restrict__ x,
                                         const float* __restrict__ g, const float* __restrict__ rstd, int64_t M,
                                         int32_t C, float* __restrict__ dx, float* __restrict__ dg) {
-    extern __shared__ float sdg[];  // (C)
+    IGPT_DYNAMIC_SHARED(float, sdg);  // (C)
     for (int32_t c = threadIdx.x; c < C; c += blockDim.x) sdg[c] = 0.0f;
     __syncthreads();
     const int warps = blockDim.x / 32, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -259,13 +260,13 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
 
 void sum_into(const float* x, int64_t n, double* acc, cudaStream_t s) {
     if (n <= 0) return;
-    sum_kernel<false><<<blocks_for(n, 256, 1024), 256, 0, s>>>(x, n, acc);
+    IGPT_LAUNCH(sum_kernel<false>, blocks_for(n, 256, 1024), 256, 0, s)(x, n, acc);
     IGPT_CUDA_LAUNCHED();
 }
 
 void sum_squares_into(const float* x, int64_t n, double* acc, cudaStream_t s) {
     if (n <= 0) return;
-    sum_kernel<true><<<blocks_for(n, 256, 1024), 256, 0, s>>>(x, n, acc);
+    IGPT_LAUNCH(sum_kernel<true>, blocks_for(n, 256, 1024), 256, 0, s)(x, n, acc);
     IGPT_CUDA_LAUNCHED();
 }
 
@@ -274,7 +275,7 @@ void adamw(float* params, const float* grads, float* m, float* v, const uint8_t*
     if (n <= 0) return;
     const float bc1 = 1.0f - std::pow(a.beta1, float(a.t));
     const float bc2 = 1.0f - std::pow(a.beta2, float(a.t));
-    adamw_kernel<<<blocks_for(n, 256, 4096), 256, 0, s>>>(params, grads, m, v, mask, n, grad_sq, a, bc1, bc2);
+    IGPT_LAUNCH(adamw_kernel, blocks_for(n, 256, 4096), 256, 0, s)(params, grads, m, v, mask, n, grad_sq, a, bc1, bc2);
     IGPT_CUDA_LAUNCHED();
 }
 
@@ -305,23 +306,23 @@ void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64
 void embed_forward(const int32_t* tok, int32_t B, int32_t T, int32_t C, const float* sos, const float* wte,
                    const float* wpe, float* x, cudaStream_t s) {
     const int64_t total = int64_t(B) * T * C;
-    embed_forward_kernel<<<blocks_for(total, 256, 8192), 256, 0, s>>>(tok, T, C, sos, wte, wpe, x, total);
+    IGPT_LAUNCH(embed_forward_kernel, blocks_for(total, 256, 8192), 256, 0, s)(tok, T, C, sos, wte, wpe, x, total);
     IGPT_CUDA_LAUNCHED();
 }
 
 void embed_backward(const float* dx, const int32_t* tok, int32_t B, int32_t T, int32_t C, float* dsos, float* dwte,
                     float* dwpe, cudaStream_t s) {
     const int64_t total = int64_t(B) * T * C;
-    embed_backward_wte_kernel<<<blocks_for(total, 256, 8192), 256, 0, s>>>(dx, tok, T, C, dwte, total);
+    IGPT_LAUNCH(embed_backward_wte_kernel, blocks_for(total, 256, 8192), 256, 0, s)(dx, tok, T, C, dwte, total);
     IGPT_CUDA_LAUNCHED();
-    embed_backward_pos_kernel<<<blocks_for(int64_t(T) * C, 256), 256, 0, s>>>(dx, B, T, C, dsos, dwpe);
+    IGPT_LAUNCH(embed_backward_pos_kernel, blocks_for(int64_t(T) * C, 256), 256, 0, s)(dx, B, T, C, dsos, dwpe);
     IGPT_CUDA_LAUNCHED();
 }
 
 void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, float* out, float* rstd,
                      cudaStream_t s) {
     if (M <= 0) return;
-    rmsnorm_forward_kernel<<<unsigned((M + 7) / 8), 256, 0, s>>>(x, g, eps, M, C, out, rstd);
+    IGPT_LAUNCH(rmsnorm_forward_kernel, unsigned((M + 7) / 8), 256, 0, s)(x, g, eps, M, C, out, rstd);
     IGPT_CUDA_LAUNCHED();
 }
 
@@ -329,13 +330,13 @@ void rmsnorm_backward(const float* dout, const float* x, const float* g, const f
                       float* dx, float* dg, cudaStream_t s) {
     if (M <= 0) return;
     const unsigned blocks = unsigned(std::min<int64_t>((M + 7) / 8, 1024));
-    rmsnorm_backward_kernel<<<blocks, 256, size_t(C) * 4, s>>>(dout, x, g, rstd, M, C, dx, dg);
+    IGPT_LAUNCH(rmsnorm_backward_kernel, blocks, 256, size_t(C) * 4, s)(dout, x, g, rstd, M, C, dx, dg);
     IGPT_CUDA_LAUNCHED();
 }
 
 void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) {
     const int64_t total = M * N;
-    add_bias_kernel<<<blocks_for(total, 256, 8192), 256, 0, s>>>(Y, b, N, total);
+    IGPT_LAUNCH(add_bias_kernel, blocks_for(total, 256, 8192), 256, 0, s)(Y, b, N, total);
     IGPT_CUDA_LAUNCHED();
 }
 
@@ -343,51 +344,52 @@ void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s)
     if (M <= 0) return;
     const int64_t rows_per_block = 256;
     const dim3 grid(unsigned((N + 31) / 32), unsigned((M + rows_per_block - 1) / rows_per_block));
-    bias_grad_kernel<<<grid, dim3(32, 8), 0, s>>>(dY, M, N, rows_per_block, db);
+    IGPT_LAUNCH(bias_grad_kernel, grid, dim3(32, 8), 0, s)(dY, M, N, rows_per_block, db);
     IGPT_CUDA_LAUNCHED();
 }
 
 void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s) {
-    gelu_forward_kernel<<<blocks_for(n, 256, 8192), 256, 0, s>>>(x, n, y);
+    IGPT_LAUNCH(gelu_forward_kernel, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
     IGPT_CUDA_LAUNCHED();
 }
 
 void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s) {
-    gelu_backward_kernel<<<blocks_for(n, 256, 8192), 256, 0, s>>>(dy, x, n, dx);
+    IGPT_LAUNCH(gelu_backward_kernel, blocks_for(n, 256, 8192), 256, 0, s)(dy, x, n, dx);
     IGPT_CUDA_LAUNCHED();
 }
 
 void to_heads(const float* src, int64_t ld, int64_t col0, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst,
               cudaStream_t s) {
     const int64_t total = int64_t(B) * NH * T * D;
-    to_heads_kernel<<<blocks_for(total, 256, 8192), 256, 0, s>>>(src, ld, col0, T, NH, D, dst, total);
+    IGPT_LAUNCH(to_heads_kernel, blocks_for(total, 256, 8192), 256, 0, s)(src, ld, col0, T, NH, D, dst, total);
     IGPT_CUDA_LAUNCHED();
 }
 
 void from_heads(const float* src, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst, int64_t ld, int64_t col0,
                 cudaStream_t s) {
     const int64_t total = int64_t(B) * NH * T * D;
-    from_heads_kernel<<<blocks_for(total, 256, 8192), 256, 0, s>>>(src, T, NH, D, dst, ld, col0, total);
+    IGPT_LAUNCH(from_heads_kernel, blocks_for(total, 256, 8192), 256, 0, s)(src, T, NH, D, dst, ld, col0, total);
     IGPT_CUDA_LAUNCHED();
 }
 
 void causal_softmax(float* S, int64_t BH, int32_t T, float scale, cudaStream_t s) {
     const int64_t rows = BH * T;
-    causal_softmax_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(S, rows, T, scale);
+    IGPT_LAUNCH(causal_softmax_kernel, unsigned((rows + 7) / 8), 256, 0, s)(S, rows, T, scale);
     IGPT_CUDA_LAUNCHED();
 }
 
 void softmax_backward(float* dP, const float* P, int64_t BH, int32_t T, float scale, cudaStream_t s) {
     const int64_t rows = BH * T;
-    softmax_backward_kernel<<<unsigned((rows + 7) / 8), 256, 0, s>>>(dP, P, rows, T, scale);
+    IGPT_LAUNCH(softmax_backward_kernel, unsigned((rows + 7) / 8), 256, 0, s)(dP, P, rows, T, scale);
     IGPT_CUDA_LAUNCHED();
 }
 
 void cross_entropy(float* logits, const int32_t* tgt, int64_t M, int32_t V, float scale, bool grad, float* row_nll,
                    cudaStream_t s) {
     if (M <= 0) return;
-    cross_entropy_kernel<<<unsigned(M), 128, 0, s>>>(logits, tgt, V, scale, grad, row_nll);
+    IGPT_LAUNCH(cross_entropy_kernel, unsigned(M), 128, 0, s)(logits, tgt, V, scale, grad, row_nll);
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda::train

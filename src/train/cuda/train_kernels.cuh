@@ -7,13 +7,16 @@
 // Conventions as in grad_ops.h: row-major, matrices [out, in]; a backward that says "+=" accumulates.
 // Every launcher enqueues on `stream` and returns at once.
 #pragma once
+#ifndef IGPT_CUDA_EMU
 #include <cublas_v2.h>
+#endif
 
 #include <cstdint>
 
 #include "cuda/common.cuh"
 
 namespace igpt::cuda::train {
+IGPT_EMU_NAMESPACE_BEGIN
 
 enum class GemmMath { F32, TF32, BF16 };  // compute of the cuBLAS GEMMs (storage is always f32)
 const char* gemm_math_name(GemmMath m);
@@ -74,4 +77,5 @@ struct AdamWArgs {
 void adamw(float* params, const float* grads, float* m, float* v, const uint8_t* mask, int64_t n,
            const double* grad_sq, const AdamWArgs& a, cudaStream_t s);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda::train

@@ -1,0 +1,49 @@
+// Launchers of the trainer's flash attention (see flash_attn.cuh; the kernels are in flash_attn_kernels.cuh).
+#include "flash_attn.cuh"
+#include "flash_attn_kernels.cuh"
+
+namespace igpt::cuda::train {
+IGPT_EMU_NAMESPACE_BEGIN
+
+namespace {
+
+namespace fl = igpt::cuda::flash;
+
+// Calls f with the padded head dimension (16, 32 or 64) as a compile-time constant.
+template <typename F> void dispatch_dp(int32_t D, F&& f) {
+    if (D <= 16) f(std::integral_constant<int, 16>{});
+    else if (D <= 32) f(std::integral_constant<int, 32>{});
+    else f(std::integral_constant<int, 64>{});
+}
+
+}  // namespace
+
+bool flash_supported(int32_t head_dim) { return head_dim > 0 && head_dim % 4 == 0 && head_dim <= 64; }
+
+void flash_forward(const float* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, float scale, float* o, float* lse2,
+                   cudaStream_t s) {
+    if (!flash_supported(D)) throw Error("flash attention: head dimension " + std::to_string(D) + " is not supported");
+    const fl::Shape sh = fl::make_shape(T, NH, D, scale);
+    dispatch_dp(D, [&](auto dp) {
+        IGPT_LAUNCH(fl::forward_kernel<decltype(dp)::value>, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, o, lse2, sh);
+    });
+    IGPT_CUDA_LAUNCHED();
+}
+
+void flash_backward(const float* qkv, const float* o, const float* dout, const float* lse2, int32_t B, int32_t T,
+                    int32_t NH, int32_t D, float scale, float* delta, float* dqkv, cudaStream_t s) {
+    if (!flash_supported(D)) throw Error("flash attention: head dimension " + std::to_string(D) + " is not supported");
+    const fl::Shape sh = fl::make_shape(T, NH, D, scale);
+    IGPT_LAUNCH(fl::delta_kernel, fl::delta_grid(sh, B), fl::kThreads, 0, s)(dout, o, delta, int64_t(B) * T, sh);
+    IGPT_CUDA_LAUNCHED();
+    dispatch_dp(D, [&](auto dp) {
+        constexpr int DP = decltype(dp)::value;
+        IGPT_LAUNCH(fl::dkdv_kernel<DP>, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, dout, lse2, delta, dqkv, sh);
+        IGPT_CUDA_LAUNCHED();
+        IGPT_LAUNCH(fl::dq_kernel<DP>, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, dout, lse2, delta, dqkv, sh);
+        IGPT_CUDA_LAUNCHED();
+    });
+}
+
+IGPT_EMU_NAMESPACE_END
+}  // namespace igpt::cuda::train

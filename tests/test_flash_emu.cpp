@@ -1,0 +1,192 @@
+// The CUDA trainer's flash attention kernels (src/train/cuda/flash_attn_kernels.cuh), run on CPU threads by
+// tests/cuda_emu (this file is compiled with IGPT_CUDA_EMU), against attention written out in double
+// precision here: o and the log-sum-exp of the forward, dq, dk, dv of the backward. So the kernels' tiling,
+// causal masks, online softmax and fragment bookkeeping are checked on every machine, with or without a GPU;
+// on a GPU, test_train_cuda.cpp checks the real thing against the CPU trainer.
+//
+// The reference takes the kernels' inputs rounded to bf16 (what the kernels multiply), so what is left is the
+// kernels' own rounding of the probabilities and their gradients to bf16, and f32 accumulation: the
+// tolerance is 1e-2 of each output's largest value; each case prints what it measured.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "flash_attn_kernels.cuh"
+
+namespace fl = igpt::cuda::flash;
+
+namespace {
+
+float bf16_round(float x) { return cuda_emu::bf16_to_f32(fl::bf16_bits(x)); }
+
+struct Case {
+    int32_t B, T, NH, D;
+};
+
+struct Reference {
+    std::vector<double> o, lse2, dqkv;  // (B*T, C), (B*NH, T), (B*T, 3C)
+};
+
+// Causal attention per (image, head) in double: S = q k^T, P = softmax(scale S) over keys <= query, o = P v;
+// dv = P^T do, dP = do v^T, dS = P (dP - rowsum(P dP)), dq = scale dS k, dk = scale dS^T q.
+Reference reference(const Case& c, const std::vector<float>& qkv, const std::vector<float>& dout, float scale) {
+    const int64_t C = int64_t(c.NH) * c.D, T = c.T;
+    Reference r;
+    r.o.assign(size_t(c.B * T * C), 0.0);
+    r.lse2.assign(size_t(c.B * c.NH * T), 0.0);
+    r.dqkv.assign(size_t(c.B * T * 3 * C), 0.0);
+    std::vector<double> P(size_t(T * T)), dP(size_t(T * T));
+    for (int32_t b = 0; b < c.B; ++b)
+        for (int32_t h = 0; h < c.NH; ++h) {
+            auto q = [&](int64_t t, int d) { return double(bf16_round(qkv[size_t((b * T + t) * 3 * C + h * c.D + d)])); };
+            auto k = [&](int64_t t, int d) { return double(bf16_round(qkv[size_t((b * T + t) * 3 * C + C + h * c.D + d)])); };
+            auto v = [&](int64_t t, int d) { return double(bf16_round(qkv[size_t((b * T + t) * 3 * C + 2 * C + h * c.D + d)])); };
+            auto dO = [&](int64_t t, int d) { return double(bf16_round(dout[size_t((b * T + t) * C + h * c.D + d)])); };
+            for (int64_t i = 0; i < T; ++i) {
+                double mx = -INFINITY;
+                for (int64_t j = 0; j <= i; ++j) {
+                    double s = 0;
+                    for (int d = 0; d < c.D; ++d) s += q(i, d) * k(j, d);
+                    P[size_t(i * T + j)] = scale * s;
+                    mx = std::max(mx, scale * s);
+                }
+                double sum = 0;
+                for (int64_t j = 0; j <= i; ++j) sum += std::exp(P[size_t(i * T + j)] - mx);
+                r.lse2[size_t((b * c.NH + h) * T + i)] = (mx + std::log(sum)) / std::log(2.0);
+                for (int64_t j = 0; j <= i; ++j) P[size_t(i * T + j)] = std::exp(P[size_t(i * T + j)] - mx) / sum;
+                for (int d = 0; d < c.D; ++d) {
+                    double o = 0;
+                    for (int64_t j = 0; j <= i; ++j) o += P[size_t(i * T + j)] * v(j, d);
+                    r.o[size_t((b * T + i) * C + h * c.D + d)] = o;
+                }
+            }
+            for (int64_t i = 0; i < T; ++i) {
+                double dot = 0;
+                for (int64_t j = 0; j <= i; ++j) {
+                    double s = 0;
+                    for (int d = 0; d < c.D; ++d) s += dO(i, d) * v(j, d);
+                    dP[size_t(i * T + j)] = s;
+                    dot += P[size_t(i * T + j)] * s;
+                }
+                for (int64_t j = 0; j <= i; ++j) dP[size_t(i * T + j)] = P[size_t(i * T + j)] * (dP[size_t(i * T + j)] - dot);
+            }
+            double* dq = r.dqkv.data() + h * c.D;
+            for (int64_t i = 0; i < T; ++i)
+                for (int d = 0; d < c.D; ++d) {
+                    double sq = 0, sk = 0, sv = 0;
+                    for (int64_t j = 0; j <= i; ++j) sq += dP[size_t(i * T + j)] * k(j, d);
+                    for (int64_t j = i; j < T; ++j) {
+                        sk += dP[size_t(j * T + i)] * q(j, d);
+                        sv += P[size_t(j * T + i)] * dO(j, d);
+                    }
+                    const int64_t row = (b * T + i) * 3 * C;
+                    dq[row + d] = scale * sq;
+                    dq[row + C + d] = scale * sk;
+                    dq[row + 2 * C + d] = sv;
+                }
+        }
+    return r;
+}
+
+// max |got - want| over the elements where `pick` holds, relative to max |want| there.
+template <typename Pick>
+double normalised_error(const std::vector<float>& got, const std::vector<double>& want, Pick pick) {
+    double worst = 0, scale = 1e-30;
+    for (size_t i = 0; i < want.size(); ++i) {
+        if (!pick(i)) continue;
+        const double e = std::fabs(double(got[i]) - want[i]);
+        worst = std::isnan(e) ? INFINITY : std::max(worst, e);
+        scale = std::max(scale, std::fabs(want[i]));
+    }
+    return worst / scale;
+}
+
+}  // namespace
+
+TEST_CASE("flash attention kernels (run on CPU threads) match double-precision attention", "[flash][train]") {
+    // head dims 8 (padded to 16), 16, 32, 48 (padded to 64) and 64; T a multiple of the 64-row tile or not
+    const Case cases[] = {{2, 64, 2, 16}, {1, 100, 3, 8}, {1, 130, 2, 32}, {1, 72, 1, 48}, {1, 128, 1, 64}};
+    for (const Case& c : cases) {
+        INFO("B " << c.B << ", T " << c.T << ", heads " << c.NH << ", head dim " << c.D);
+        const int64_t C = int64_t(c.NH) * c.D, M = int64_t(c.B) * c.T;
+        const float scale = 1.0f / std::sqrt(float(c.D));
+        std::mt19937 gen(uint32_t(c.T * 31 + c.D));
+        std::normal_distribution<float> nd(0.0f, 1.0f);
+        std::vector<float> qkv(size_t(M * 3 * C)), dout(size_t(M * C));
+        for (float& x : qkv) x = 1.5f * nd(gen);  // peaked enough that the softmax is not nearly uniform
+        for (float& x : dout) x = nd(gen);
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        // outputs start as NaN: every element must be written
+        std::vector<float> o(size_t(M * C), nan), lse2(size_t(c.B * c.NH * c.T), nan), delta(lse2.size(), nan),
+            dqkv(size_t(M * 3 * C), nan);
+
+        const fl::Shape sh = fl::make_shape(c.T, c.NH, c.D, scale);
+        const dim3 tiles = fl::tile_grid(sh, c.B), threads(fl::kThreads);
+        auto run = [&](auto dp) {
+            constexpr int DP = decltype(dp)::value;
+            cuda_emu::launch(tiles, threads, [&] { fl::forward_kernel<DP>(qkv.data(), o.data(), lse2.data(), sh); });
+            cuda_emu::launch(fl::delta_grid(sh, c.B), threads,
+                             [&] { fl::delta_kernel(dout.data(), o.data(), delta.data(), M, sh); });
+            cuda_emu::launch(tiles, threads, [&] {
+                fl::dkdv_kernel<DP>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
+            });
+            cuda_emu::launch(tiles, threads, [&] {
+                fl::dq_kernel<DP>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
+            });
+        };
+        if (c.D <= 16) run(std::integral_constant<int, 16>{});
+        else if (c.D <= 32) run(std::integral_constant<int, 32>{});
+        else run(std::integral_constant<int, 64>{});
+
+        const Reference ref = reference(c, qkv, dout, scale);
+        const auto all = [](size_t) { return true; };
+        const auto part = [&](int which) { return [&, which](size_t i) { return int64_t(i) % (3 * C) / C == which; }; };
+        const double e_o = normalised_error(o, ref.o, all);
+        double e_lse = 0;
+        for (size_t i = 0; i < lse2.size(); ++i)
+            e_lse = std::isnan(lse2[i]) ? INFINITY : std::max(e_lse, std::fabs(double(lse2[i]) - ref.lse2[i]));
+        const double e_dq = normalised_error(dqkv, ref.dqkv, part(0)), e_dk = normalised_error(dqkv, ref.dqkv, part(1)),
+                     e_dv = normalised_error(dqkv, ref.dqkv, part(2));
+        std::printf("flash emu check: B %d T %d heads %d dim %d: o %.2e, lse2 %.2e (abs), dq %.2e, dk %.2e, dv %.2e\n",
+                    c.B, c.T, c.NH, c.D, e_o, e_lse, e_dq, e_dk, e_dv);
+        CHECK(e_o < 1e-2);
+        CHECK(e_lse < 1e-2);
+        CHECK(e_dq < 1e-2);
+        CHECK(e_dk < 1e-2);
+        CHECK(e_dv < 1e-2);
+    }
+}
+
+TEST_CASE("cuda_emu: the mma fragment layout multiplies as the PTX ISA describes", "[flash]") {
+    // Each lane loads its fragments from A (16x16) and B (16x8) by the documented layout; the product must
+    // be A·B, element by element, independent of the layout used inside the emulated instruction.
+    float A[16][16], B[16][8];
+    for (int r = 0; r < 16; ++r)
+        for (int k = 0; k < 16; ++k) A[r][k] = float((r * 3 + k * 5) % 7 - 3);
+    for (int k = 0; k < 16; ++k)
+        for (int n = 0; n < 8; ++n) B[k][n] = float((k * 2 + n * 3) % 5 - 2);
+    float D[16][8] = {};
+    cuda_emu::launch(dim3(1), dim3(32), [&] {
+        const int lane = int(threadIdx.x), g = lane / 4, t = lane % 4;
+        const uint32_t a[4] = {fl::pack_bf16(A[g][2 * t], A[g][2 * t + 1]), fl::pack_bf16(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
+                               fl::pack_bf16(A[g][2 * t + 8], A[g][2 * t + 9]),
+                               fl::pack_bf16(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
+        const uint32_t b[2] = {fl::pack_bf16(B[2 * t][g], B[2 * t + 1][g]), fl::pack_bf16(B[2 * t + 8][g], B[2 * t + 9][g])};
+        float d[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+        fl::mma_bf16(d, a, b);
+        D[g][2 * t] = d[0];
+        D[g][2 * t + 1] = d[1];
+        D[g + 8][2 * t] = d[2];
+        D[g + 8][2 * t + 1] = d[3];
+    });
+    for (int r = 0; r < 16; ++r)
+        for (int n = 0; n < 8; ++n) {
+            float want = 1.0f;
+            for (int k = 0; k < 16; ++k) want += A[r][k] * B[k][n];
+            CHECK(D[r][n] == want);
+        }
+}
