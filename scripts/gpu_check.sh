@@ -7,12 +7,12 @@
 #  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8; the
 #     fused step with tensor-core GEMVs, IGPT_CUDA_MMA=1, at 8 and 1, with the shared prompt read once,
 #     IGPT_CUDA_SHARED_KV=1, and with both at 8);
-#  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32, with the batched-GEMM
-#     attention and with flash attention (--cuda-attention flash);
+#  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32: bf16 GEMMs on f32 storage
+#     with the batched-GEMM attention and with flash attention, and --cuda-math mixed (bf16 storage, flash);
 #  5. with TRAIN_SECONDS > 0 and the training tests green: `igpt train --device cuda` on CIFAR-10 for about
 #     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; TRAIN_INIT=<model file> continues that model, whose
-#     preset TRAIN_CONFIG must name; TRAIN_ATTENTION=gemm|flash; the step count comes from a train-bench of
-#     that shape),
+#     preset TRAIN_CONFIG must name; TRAIN_MATH=bf16|mixed, TRAIN_ATTENTION=auto|gemm|flash; the step count
+#     comes from a train-bench of that shape),
 #     its f16 export, log and metrics;
 #  6. the PyTorch sides in what time is left: bench/torch_train_bench.py (eager, torch.compile), then
 #     bench/torch_bench.py (static-KV decoder under torch.compile, Hugging Face generate);
@@ -38,7 +38,8 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-0}
 TRAIN_CONFIG=${TRAIN_CONFIG:-small}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
 TRAIN_LR=${TRAIN_LR:-1.5e-3}
-TRAIN_ATTENTION=${TRAIN_ATTENTION:-gemm}
+TRAIN_MATH=${TRAIN_MATH:-bf16}
+TRAIN_ATTENTION=${TRAIN_ATTENTION:-auto}
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 T0=$SECONDS
@@ -125,7 +126,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     grep -E "skipped: no GPU|passed|failed" "$OUT/tests.txt" | tail -3 | keep
     # the training run needs the trainer's tests green; flash attention's only when it trains with it
     fails=$(grep -E "test_train_cuda.*(FAILED|failed)" "$OUT/tests.txt")
-    [ "$TRAIN_ATTENTION" = gemm ] && fails=$(echo "$fails" | grep -v flash)
+    if [ "$TRAIN_MATH" != mixed ] && [ "$TRAIN_ATTENTION" != flash ]; then fails=$(echo "$fails" | grep -v flash); fi
     [ -n "$fails" ] && train_ok=0
     if command -v compute-sanitizer >/dev/null; then
         (cd "$BUILD/tests" && step "compute-sanitizer memcheck [sanitize]" "$OUT/tests.txt" 60 \
@@ -153,9 +154,10 @@ grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench
 
 # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
 for shape in "--layers 8" ""; do
-    for att in gemm flash; do
-        step "igpt train-bench S $shape batch 32, $att attention" "$OUT/bench_train.txt" 90 "$IGPT" train-bench \
-            -c S $shape -b 32 --steps 4 --warmup 2 --device cuda --cuda-attention $att
+    for v in "bf16 gemm" "bf16 flash" "mixed auto"; do
+        set -- $v
+        step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 "$IGPT" \
+            train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda --cuda-math $1 --cuda-attention $2
     done
 done
 grep -E "^(train bench|whole step|forward|RESULT)" "$OUT/bench_train.txt" | keep
@@ -166,7 +168,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
     data=/tmp/igpt_data
     mkdir -p $data && tar xzf "$DEV/cifar10-jpg.tar.gz" -C $data
     step "train-bench $TRAIN_CONFIG batch $TRAIN_BATCH" "$TL" 60 "$IGPT" train-bench -c "$TRAIN_CONFIG" \
-        -b "$TRAIN_BATCH" --steps 4 --warmup 2 --device cuda --cuda-attention "$TRAIN_ATTENTION"
+        -b "$TRAIN_BATCH" --steps 4 --warmup 2 --device cuda --cuda-math "$TRAIN_MATH" --cuda-attention "$TRAIN_ATTENTION"
     rate=$(grep -oE "^RESULT igpt-train .*tokens_per_s=[0-9]+" "$TL" | tail -1 | sed 's/.*tokens_per_s=//')
     # the step count that fits: 85% of the bench's rate (the trainer samples batches and evaluates too)
     steps=$(python3 -c "print(max(50, int($TRAIN_SECONDS * ${rate:-0} * 0.85 / ($TRAIN_BATCH * 1024))))")
@@ -179,7 +181,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
         "$IGPT" train --data $data/train --val-data $data/test "${model_args[@]}" \
         --cache-dir $data/cache --crop-scale 1 --batch "$TRAIN_BATCH" --steps "$steps" \
         --lr "$TRAIN_LR" --warmup $((steps / 20 + 20)) --eval-every $((steps / 8 + 1)) --eval-images 256 \
-        --final-eval-images 1000 --ckpt-every 200 --device cuda --cuda-attention "$TRAIN_ATTENTION" --seed 1 --out $run
+        --final-eval-images 1000 --ckpt-every 200 --device cuda --cuda-math "$TRAIN_MATH" --cuda-attention "$TRAIN_ATTENTION" --seed 1 --out $run
     step "export f16" "$TL" 60 "$IGPT" export $run "$OUT/$TRAIN_CONFIG-cuda.safetensors" --dtype f16
     { echo "== metrics.jsonl"; cat $run/metrics.jsonl; echo "== baselines.json"; cat $run/baselines.json; } >>"$TL" 2>&1
     grep -E "^(trained|val bits|model|exported|stopped)" "$TL" | keep

@@ -21,7 +21,7 @@ namespace fl = igpt::cuda::flash;
 
 namespace {
 
-float bf16_round(float x) { return cuda_emu::bf16_to_f32(fl::bf16_bits(x)); }
+using igpt::cuda::bf16_round;
 
 struct Case {
     int32_t B, T, NH, D;
@@ -128,14 +128,14 @@ TEST_CASE("flash attention kernels (run on CPU threads) match double-precision a
         const dim3 tiles = fl::tile_grid(sh, c.B), threads(fl::kThreads);
         auto run = [&](auto dp) {
             constexpr int DP = decltype(dp)::value;
-            cuda_emu::launch(tiles, threads, [&] { fl::forward_kernel<DP>(qkv.data(), o.data(), lse2.data(), sh); });
+            cuda_emu::launch(tiles, threads, [&] { fl::forward_kernel<DP, float>(qkv.data(), o.data(), lse2.data(), sh); });
             cuda_emu::launch(fl::delta_grid(sh, c.B), threads,
-                             [&] { fl::delta_kernel(dout.data(), o.data(), delta.data(), M, sh); });
+                             [&] { fl::delta_kernel<float>(dout.data(), o.data(), delta.data(), M, sh); });
             cuda_emu::launch(tiles, threads, [&] {
-                fl::dkdv_kernel<DP>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
+                fl::dkdv_kernel<DP, float>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
             });
             cuda_emu::launch(tiles, threads, [&] {
-                fl::dq_kernel<DP>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
+                fl::dq_kernel<DP, float>(qkv.data(), dout.data(), lse2.data(), delta.data(), dqkv.data(), sh);
             });
         };
         if (c.D <= 16) run(std::integral_constant<int, 16>{});
@@ -172,10 +172,10 @@ TEST_CASE("cuda_emu: the mma fragment layout multiplies as the PTX ISA describes
     float D[16][8] = {};
     cuda_emu::launch(dim3(1), dim3(32), [&] {
         const int lane = int(threadIdx.x), g = lane / 4, t = lane % 4;
-        const uint32_t a[4] = {fl::pack_bf16(A[g][2 * t], A[g][2 * t + 1]), fl::pack_bf16(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
-                               fl::pack_bf16(A[g][2 * t + 8], A[g][2 * t + 9]),
-                               fl::pack_bf16(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
-        const uint32_t b[2] = {fl::pack_bf16(B[2 * t][g], B[2 * t + 1][g]), fl::pack_bf16(B[2 * t + 8][g], B[2 * t + 9][g])};
+        const uint32_t a[4] = {igpt::cuda::pack_bf16(A[g][2 * t], A[g][2 * t + 1]), igpt::cuda::pack_bf16(A[g + 8][2 * t], A[g + 8][2 * t + 1]),
+                               igpt::cuda::pack_bf16(A[g][2 * t + 8], A[g][2 * t + 9]),
+                               igpt::cuda::pack_bf16(A[g + 8][2 * t + 8], A[g + 8][2 * t + 9])};
+        const uint32_t b[2] = {igpt::cuda::pack_bf16(B[2 * t][g], B[2 * t + 1][g]), igpt::cuda::pack_bf16(B[2 * t + 8][g], B[2 * t + 9][g])};
         float d[4] = {1.0f, 1.0f, 1.0f, 1.0f};
         fl::mma_bf16(d, a, b);
         D[g][2 * t] = d[0];

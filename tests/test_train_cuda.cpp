@@ -53,7 +53,11 @@ struct Variant {
     const char* math;
     const char* attention;
 };
-constexpr Variant kVariants[] = {{"f32", "gemm"}, {"bf16", "gemm"}, {"bf16", "flash"}};
+constexpr Variant kVariants[] = {{"f32", "gemm"}, {"bf16", "gemm"}, {"bf16", "flash"}, {"mixed", "auto"}};
+std::string variant_name(const Variant& v) {  // "f32", "bf16", "bf16+flash", "mixed+flash"
+    const bool flash = std::string(v.attention) == "flash" || std::string(v.math) == "mixed";
+    return std::string(v.math) + (flash ? "+flash" : "");
+}
 
 std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
     Model m = init_model(cfg, igpt_test::random_palette(cfg.vocab, seed), seed);
@@ -81,7 +85,7 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
 #ifdef IGPT_TRAIN_CUDA
     for (bool bias : {false, true})
         for (const Variant& var : kVariants) {
-            const std::string math = std::string(var.math) + (std::string(var.attention) == "flash" ? "+flash" : "");
+            const std::string math = variant_name(var);
             INFO("variant " << math);  // failures name it (gpu_check.sh tells flash failures apart by it)
             const ModelConfig cfg = small_config(bias);
             const auto params = perturbed_params(cfg, 3);
@@ -128,7 +132,7 @@ TEST_CASE("cuda train: 50 AdamW steps (20 on the emulator) follow the CPU traine
     // Three runs from the same initialisation on the same batches: the CPU trainer; the CUDA forward/backward
     // with the host's clipping and AdamW; and the CUDA device optimizer (train_step, 2 micro-batches of 2).
     for (const Variant& var : kVariants) {
-        const std::string math = std::string(var.math) + (std::string(var.attention) == "flash" ? "+flash" : "");
+        const std::string math = variant_name(var);
         INFO("variant " << math);
         const ModelConfig cfg = small_config(true);
 #ifdef IGPT_CUDA_EMU
@@ -212,8 +216,9 @@ TEST_CASE("cuda train: flash attention over several tiles matches the CPU traine
     struct Shape {
         int32_t side, width, heads;
     };
+    for (const char* math : {"bf16", "mixed"})
     for (const Shape& sh : {Shape{16, 64, 4}, Shape{12, 96, 3}, Shape{16, 128, 2}}) {
-        INFO("variant bf16+flash, image " << sh.side << "x" << sh.side << ", width " << sh.width);
+        INFO("variant " << math << "+flash, image " << sh.side << "x" << sh.side << ", width " << sh.width);
         ModelConfig cfg = small_config(true, sh.width, 1);
         cfg.heads = sh.heads;
         cfg.image_h = cfg.image_w = sh.side;
@@ -222,17 +227,17 @@ TEST_CASE("cuda train: flash attention over several tiles matches the CPU traine
         const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 23);
         const float scale = 1.0f / float(B * T);
         TrainCompute cpu(cfg, 2);
-        auto gpu = make_cuda_step_compute(cfg, "bf16", "flash");
+        auto gpu = make_cuda_step_compute(cfg, math, "flash");
         std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
         const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
         const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
-        std::printf("cuda train check: flash T %d head dim %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", T,
-                    cfg.head_dim(), lc, lg, std::fabs(lg - lc) / lc);
+        std::printf("cuda train check: %s+flash T %d head dim %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math,
+                    T, cfg.head_dim(), lc, lg, std::fabs(lg - lc) / lc);
         CHECK(std::fabs(lg - lc) / lc < 1e-2);
         for (const ParamSpec& s : param_layout(cfg)) {
             const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
-            std::printf("cuda train check: flash T %d head dim %d: gradient %-18s normalised error %.3g\n", T,
-                        cfg.head_dim(), s.name.c_str(), e);
+            std::printf("cuda train check: %s+flash T %d head dim %d: gradient %-18s normalised error %.3g\n", math,
+                        T, cfg.head_dim(), s.name.c_str(), e);
             INFO("T " << T << ", head dim " << cfg.head_dim() << ": gradient of " << s.name);
             CHECK(e <= 5e-2);
         }
@@ -261,6 +266,8 @@ TEST_CASE("cuda train: combinations flash attention does not run are refused wit
     odd.heads = 6;  // head dim 6
     CHECK_THAT(message(odd, "bf16", "flash"), Catch::Contains("is 6"));
     CHECK_THAT(message(cfg, "bf16", "tiled"), Catch::Contains("gemm or flash"));
+    CHECK_THAT(message(cfg, "mixed", "gemm"), Catch::Contains("mixed runs with flash attention"));
+    CHECK_THAT(message(wide, "mixed", "auto"), Catch::Contains("head dimension"));
 #else
     WARN("skipped: this build has no CUDA trainer (IGPT_WITH_CUDA is off), so there is nothing to refuse");
 #endif

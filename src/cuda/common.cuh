@@ -49,7 +49,7 @@ inline const char* dev_type_name(DevType t) { return t == DevType::F32 ? "f32" :
 // kernel<<<grid, block, smem, stream>>>(args...), written IGPT_LAUNCH(kernel, grid, block, smem, stream)(args...)
 // in the sources the emulator also compiles; and a kernel's dynamic shared memory, as `T name[]`.
 #ifdef IGPT_CUDA_EMU
-#define IGPT_LAUNCH(kernel, grid, block, smem, stream) ::cuda_emu::make_launcher(dim3(grid), dim3(block), smem, &kernel)
+#define IGPT_LAUNCH(kernel, grid, block, smem, stream) ::cuda_emu::make_launcher(dim3(grid), dim3(block), smem, kernel)
 #define IGPT_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::cuda_emu::dynamic_smem())
 #else
 #define IGPT_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>

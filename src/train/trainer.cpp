@@ -94,7 +94,7 @@ TrainOptions TrainOptions::from_json(const std::string& s) {
         o.threads = j.at("threads");
         o.device = j.value("device", std::string("cpu"));  // runs from before CUDA training: cpu
         o.cuda_math = j.value("cuda_math", std::string("bf16"));
-        o.cuda_attention = j.value("cuda_attention", std::string("gemm"));
+        o.cuda_attention = j.value("cuda_attention", std::string("auto"));
         o.command = j.at("command");
     } catch (const json::exception& e) {
         throw Error(std::string("bad training options in checkpoint (") + e.what() + ")");

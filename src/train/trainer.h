@@ -50,8 +50,9 @@ struct TrainOptions {
     std::string out_dir = "run";
     int32_t threads = 0;          // 0 = all hardware threads
     std::string device = "cpu";   // cpu | cuda (train/cuda/train_cuda.h; needs a CUDA build and a GPU)
-    std::string cuda_math = "bf16";  // the CUDA GEMMs' compute: bf16 | tf32 | f32
-    std::string cuda_attention = "gemm";  // CUDA attention: gemm (batched GEMMs, T x T kept) | flash (bf16 only)
+    std::string cuda_math = "bf16";  // the CUDA GEMMs: bf16 | tf32 | f32 (on f32 storage) | mixed (bf16 storage)
+    std::string cuda_attention = "auto";  // CUDA attention: gemm (batched GEMMs, T x T kept) | flash | auto
+                                          // (flash with mixed, else gemm)
     std::string command;          // the command line, for provenance
 
     std::string to_json() const;

@@ -157,7 +157,7 @@ void run_export(const std::string& run, const std::string& out, const std::strin
 }
 
 struct TrainBenchArgs {
-    std::string config = "S", device = "cpu", cuda_math = "bf16", cuda_attention = "gemm";
+    std::string config = "S", device = "cpu", cuda_math = "bf16", cuda_attention = "auto";
     int32_t width = 0, layers = 0, heads = 0, batch = 8, steps = 5, warmup = 2, threads = 0;
 };
 
@@ -225,11 +225,15 @@ void run_train_bench(const TrainBenchArgs& a) {
                 flops / step_best / (gpu ? 1e12 : 1e9), gpu ? "TFLOP/s" : "GFLOP/s");
     std::printf("forward + backward%s: %.4f s, %.0f tokens/s\n", device_opt ? " (weights in, gradients out)" : "",
                 fb_best, tokens / fb_best);
+    // the attention that ran: "auto" is flash with mixed, gemm otherwise (train_cuda.h)
+    const std::string attention = !gpu                         ? "cpu"
+                                  : a.cuda_attention != "auto" ? a.cuda_attention
+                                  : a.cuda_math == "mixed"     ? "flash"
+                                                               : "gemm";
     std::printf("RESULT igpt-train device=%s math=%s attention=%s config=%s params=%lld batch=%d tokens_per_s=%.0f "
                 "fb_tokens_per_s=%.0f\n",
-                a.device.c_str(), a.device == "cuda" ? a.cuda_math.c_str() : "f32",
-                a.device == "cuda" ? a.cuda_attention.c_str() : "cpu", cfg.name.c_str(), (long long)m.params.size(), B,
-                tokens / step_best, tokens / fb_best);
+                a.device.c_str(), gpu ? a.cuda_math.c_str() : "f32", attention.c_str(), cfg.name.c_str(),
+                (long long)m.params.size(), B, tokens / step_best, tokens / fb_best);
 }
 
 }  // namespace
@@ -247,10 +251,11 @@ void register_train(CLI::App& app) {
             ->check(CLI::Range(1, 100000));
         c->add_option("--warmup", b->warmup, "untimed steps first")->capture_default_str()->check(CLI::Range(0, 1000));
         c->add_option("--device", b->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-        c->add_option("--cuda-math", b->cuda_math, "bf16, tf32 or f32")->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+        c->add_option("--cuda-math", b->cuda_math, "bf16, tf32 or f32 (f32 storage), or mixed (bf16 storage)")
+            ->check(CLI::IsMember({"bf16", "tf32", "f32", "mixed"}))
             ->capture_default_str();
-        c->add_option("--cuda-attention", b->cuda_attention, "gemm or flash (flash needs --cuda-math bf16)")
-            ->check(CLI::IsMember({"gemm", "flash"}))
+        c->add_option("--cuda-attention", b->cuda_attention, "auto, gemm or flash (flash needs bf16 or mixed)")
+            ->check(CLI::IsMember({"auto", "gemm", "flash"}))
             ->capture_default_str();
         c->add_option("-j,--threads", b->threads, "CPU threads (0 = all)");
         c->callback([b] { run_train_bench(*b); });
@@ -298,13 +303,16 @@ void register_train(CLI::App& app) {
     t->add_option("--device", o.device, "cpu, or cuda (GPU; this build's CUDA trainer)")
         ->check(CLI::IsMember({"cpu", "cuda"}))
         ->capture_default_str();
-    t->add_option("--cuda-math", o.cuda_math, "compute of the CUDA GEMMs: bf16, tf32 or f32 (fp32 storage)")
-        ->check(CLI::IsMember({"bf16", "tf32", "f32"}))
+    t->add_option("--cuda-math", o.cuda_math,
+                  "CUDA GEMMs: bf16, tf32 or f32 on fp32 storage, or mixed (bf16 activations and weight copies as "
+                  "GEMM inputs; fp32 master weights, residual stream and AdamW)")
+        ->check(CLI::IsMember({"bf16", "tf32", "f32", "mixed"}))
         ->capture_default_str();
     t->add_option("--cuda-attention", o.cuda_attention,
-                  "CUDA attention: gemm (batched GEMMs, keeps B x heads x T x T probabilities) or flash (tiled on "
-                  "bf16 tensor cores, keeps nothing T x T; needs --cuda-math bf16, head dim <= 64)")
-        ->check(CLI::IsMember({"gemm", "flash"}))
+                  "CUDA attention: gemm (batched GEMMs, keeps B x heads x T x T probabilities), flash (tiled on bf16 "
+                  "tensor cores, keeps nothing T x T; needs --cuda-math bf16 or mixed, head dim <= 64), or auto "
+                  "(flash with mixed, else gemm)")
+        ->check(CLI::IsMember({"auto", "gemm", "flash"}))
         ->capture_default_str();
     t->add_flag("--resume", a->resume, "Continue the run in --out from its checkpoint (with its stored options)");
     t->add_option("--export", a->export_path, "Also write the final model here");

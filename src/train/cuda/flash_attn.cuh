@@ -15,14 +15,16 @@ IGPT_EMU_NAMESPACE_BEGIN
 bool flash_supported(int32_t head_dim);
 
 // o (B*T, C) = causal softmax(scale q k^T) v per (image, head); lse2 (B*NH, T): each query's base-2
-// log-sum-exp of scale * log2(e) * q k^T, for flash_backward.
-void flash_forward(const float* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, float scale, float* o, float* lse2,
+// log-sum-exp of scale * log2(e) * q k^T, for flash_backward. OT: float, or uint16_t for bf16.
+template <typename OT>
+void flash_forward(const float* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, float scale, OT* o, float* lse2,
                    cudaStream_t s);
 
 // From dout = d(o) (B*T, C): dqkv (B*T, 3C) = d(qkv), overwritten (not accumulated). delta (B*NH, T) is
 // scratch. qkv, o and lse2 are the forward's.
-void flash_backward(const float* qkv, const float* o, const float* dout, const float* lse2, int32_t B, int32_t T,
-                    int32_t NH, int32_t D, float scale, float* delta, float* dqkv, cudaStream_t s);
+template <typename OT>
+void flash_backward(const float* qkv, const OT* o, const float* dout, const float* lse2, int32_t B, int32_t T,
+                    int32_t NH, int32_t D, float scale, float* delta, OT* dqkv, cudaStream_t s);
 
 IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda::train

@@ -1,10 +1,10 @@
 // Flash-style causal attention for the trainer: forward and backward without the T x T matrix in memory
 // (FlashAttention-2's algorithm). The kernels read q, k, v straight from the qkv projection (B*T, 3C) and
 // write o into the attention output (B*T, C), so no head-major copies are made; the backward writes dq, dk,
-// dv straight into d(qkv). Storage stays f32, as everywhere in the trainer; tiles are converted to bf16 in
-// shared memory and multiplied on tensor cores (mma.sync m16n8k16, f32 accumulation), the softmax
-// probabilities and their gradients are rounded to bf16 for their products, as the bf16 GEMM path rounds
-// its inputs.
+// dv straight into d(qkv). q, k, v and d(o) are f32 in memory; o and d(qkv) are f32 or bf16 (OT = float or
+// uint16_t: the trainer's --cuda-math bf16 or mixed). Tiles are converted to bf16 in shared memory and
+// multiplied on tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax probabilities and their
+// gradients are rounded to bf16 for their products, as the bf16 GEMMs round their inputs.
 //
 // Tiles are 64 queries x 64 keys; a block is 4 warps, each warp owns 16 rows of the tile. DP, the head
 // dimension padded to a multiple of 16 (16, 32 or 64), is a template argument; the real head dimension D
@@ -20,11 +20,9 @@
 #pragma once
 #include <cstdint>
 
+#include "bf16.cuh"
 #include "cuda/common.cuh"
-#ifdef IGPT_CUDA_EMU
-#include <cstring>
-#else
-#include <cuda_bf16.h>
+#ifndef IGPT_CUDA_EMU
 #include <cuda_runtime.h>
 #endif
 
@@ -63,25 +61,10 @@ inline dim3 delta_grid(const Shape& sh, int32_t B) {  // one warp per (row, head
     return dim3(unsigned((warps + kThreads / 32 - 1) / (kThreads / 32)));
 }
 
-// --- bf16 and the tensor-core product ----------------------------------------------------------------------
+// --- the tensor-core product ------------------------------------------------------------------------------
 #ifdef IGPT_CUDA_EMU
-inline uint16_t bf16_bits(float x) {  // round to nearest even, as __float2bfloat16_rn
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return uint16_t(u >> 16);
-}
-inline float bf16_round(float x) { return cuda_emu::bf16_to_f32(bf16_bits(x)); }
-inline uint32_t pack_bf16(float lo, float hi) { return uint32_t(bf16_bits(lo)) | (uint32_t(bf16_bits(hi)) << 16); }
 inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { emu_mma_bf16_16816(d, a, b); }
 #else
-__device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
-__device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
-    return *reinterpret_cast<const uint32_t*>(&v);
-}
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -176,31 +159,25 @@ template <int N> __device__ __forceinline__ void zero(float (&acc)[N][4]) {
 }
 
 // Writes a warp's 16 x DP accumulator (scaled by `mul`, per row half: rows g and g+8) to rows r0 + g,
-// r0 + g + 8 of a head's slice of a row-major f32 matrix, columns < D, rows < T.
-template <int DP>
-__device__ __forceinline__ void store_rows(const float (&acc)[DP / 8][4], float mul_lo, float mul_hi, float* dst,
+// r0 + g + 8 of a head's slice of a row-major matrix (f32, or bf16 as uint16_t), columns < D, rows < T.
+template <int DP, typename OT>
+__device__ __forceinline__ void store_rows(const float (&acc)[DP / 8][4], float mul_lo, float mul_hi, OT* dst,
                                            int64_t ld, int32_t r0, int32_t T, int32_t D) {
     const int lane = int(threadIdx.x) & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int n = 0; n < DP / 8; ++n) {
         const int c = n * 8 + 2 * t;
         if (c >= D) continue;  // D % 4 == 0: c and c + 1 are both in or both out
-        if (r0 + g < T) {
-            float2 v = {acc[n][0] * mul_lo, acc[n][1] * mul_lo};
-            *reinterpret_cast<float2*>(dst + int64_t(r0 + g) * ld + c) = v;
-        }
-        if (r0 + g + 8 < T) {
-            float2 v = {acc[n][2] * mul_hi, acc[n][3] * mul_hi};
-            *reinterpret_cast<float2*>(dst + int64_t(r0 + g + 8) * ld + c) = v;
-        }
+        if (r0 + g < T) store2_f(dst + int64_t(r0 + g) * ld + c, acc[n][0] * mul_lo, acc[n][1] * mul_lo);
+        if (r0 + g + 8 < T) store2_f(dst + int64_t(r0 + g + 8) * ld + c, acc[n][2] * mul_hi, acc[n][3] * mul_hi);
     }
 }
 
 // --- forward: o = softmax(scale q k^T, causal) v, and lse2 per query --------------------------------------
-// Grid (query tiles, B*NH); the tiles with the most keys go first.
-template <int DP>
+// Grid (query tiles, B*NH); the tiles with the most keys go first. o: f32, or bf16 (OT = uint16_t).
+template <int DP, typename OT>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const float* __restrict__ qkv, float* __restrict__ o, float* __restrict__ lse2, Shape sh) {
+    forward_kernel(const float* __restrict__ qkv, OT* __restrict__ o, float* __restrict__ lse2, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[3 * Dm::kTileElems / 8];  // sQ (staging), sK, sVt: bf16
     uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
@@ -289,8 +266,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // --- backward, step 1: delta[b, h, t] = sum_d do[t, d] o[t, d] (one warp per (row, head)) -----------------
-static __global__ void __launch_bounds__(kThreads)  // static: this header may be in several sources
-    delta_kernel(const float* __restrict__ dout, const float* __restrict__ o, float* __restrict__ delta, int64_t M,
+template <typename OT>
+__global__ void __launch_bounds__(kThreads)
+    delta_kernel(const float* __restrict__ dout, const OT* __restrict__ o, float* __restrict__ delta, int64_t M,
                  Shape sh) {
     const int64_t w = int64_t(blockIdx.x) * (kThreads / 32) + (int64_t(threadIdx.x) >> 5);
     const int lane = int(threadIdx.x) & 31;
@@ -298,10 +276,10 @@ static __global__ void __launch_bounds__(kThreads)  // static: this header may b
     const int64_t row = w / sh.NH;
     const int32_t h = int32_t(w % sh.NH);
     const float* a = dout + row * sh.ld_o + int64_t(h) * sh.D;
-    const float* c = o + row * sh.ld_o + int64_t(h) * sh.D;
+    const OT* c = o + row * sh.ld_o + int64_t(h) * sh.D;
     float s = 0.0f;
     // do rounded to bf16 as the dP products see it, so that each row of dS sums to (nearly) zero
-    for (int d = lane; d < sh.D; d += 32) s += bf16_round(a[d]) * c[d];
+    for (int d = lane; d < sh.D; d += 32) s += bf16_round(a[d]) * load_f(c + d);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) {
         const int64_t b = row / sh.T, tq = row % sh.T;
@@ -312,10 +290,10 @@ static __global__ void __launch_bounds__(kThreads)  // static: this header may b
 // --- backward, step 2: dk and dv of a key tile, over the query tiles at or after it ------------------------
 // dS = P (dP - delta), dP = do v^T; dv = P^T do, dk = scale dS^T q. Each warp owns 16 keys and works on
 // transposed products (keys as rows), so that P^T and dS^T come out in registers as the A operands.
-template <int DP>
+template <int DP, typename OT>
 __global__ void __launch_bounds__(kThreads)
     dkdv_kernel(const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse2,
-                const float* __restrict__ delta, float* __restrict__ dqkv, Shape sh) {
+                const float* __restrict__ delta, OT* __restrict__ dqkv, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[4 * Dm::kTileElems / 8];  // sQ, sQt, sdO, sdOt (sK, sV while staging)
     __shared__ float s_lse[kTile], s_delta[kTile];
@@ -383,17 +361,17 @@ __global__ void __launch_bounds__(kThreads)
         mma_rows<DP / 8, 4>(dk, dsa, sQt, Dm::kCol);  // dk += dS^T q
     }
     const float sc = sh.c / kLog2e;  // the softmax scale
-    float* dst = dqkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
+    OT* dst = dqkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
     store_rows<DP>(dk, sc, sc, dst + sh.C, sh.ld_qkv, k0 + warp * 16, T, sh.D);
     store_rows<DP>(dv, 1.0f, 1.0f, dst + 2 * sh.C, sh.ld_qkv, k0 + warp * 16, T, sh.D);
 }
 
 // --- backward, step 3: dq of a query tile, over the key tiles at or before it ------------------------------
 // dq = scale dS k, with dS recomputed as in step 2 (no atomics: each block owns its rows of dq).
-template <int DP>
+template <int DP, typename OT>
 __global__ void __launch_bounds__(kThreads)
     dq_kernel(const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse2,
-              const float* __restrict__ delta, float* __restrict__ dqkv, Shape sh) {
+              const float* __restrict__ delta, OT* __restrict__ dqkv, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[3 * Dm::kTileElems / 8];  // sK, sKt, sV (sQ, sdO while staging)
     uint16_t* sK = reinterpret_cast<uint16_t*>(smem);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "backend.h"
@@ -25,7 +26,8 @@ ct::GemmMath math_from_name(const std::string& s) {
     if (s == "f32" || s == "fp32") return ct::GemmMath::F32;
     if (s == "tf32") return ct::GemmMath::TF32;
     if (s == "bf16") return ct::GemmMath::BF16;
-    throw Error("unknown CUDA training precision '" + s + "' (use bf16, tf32 or f32)");
+    if (s == "mixed") return ct::GemmMath::MIXED;
+    throw Error("unknown CUDA training precision '" + s + "' (use mixed, bf16, tf32 or f32)");
 }
 
 // Device buffers of one size class, freed together.
@@ -59,14 +61,21 @@ private:
     size_t total_ = 0;
 };
 
+// One layer's activations, kept for the backward pass. ln1, atty, ln2 and fc_act are GEMM inputs: f32, or
+// bf16 (uint16_t) with --cuda-math mixed (the forward and backward take their type as a template argument).
 struct LayerBufs {
-    float *ln1, *rstd1, *qkv, *att, *atty, *res_mid, *ln2, *rstd2, *fc, *fc_act;  // att: (B*NH, T, T), or
-    float* lse2;  // with flash attention, instead of att: (B*NH, T) log-sum-exps
+    void *ln1, *atty, *ln2, *fc_act;
+    float *rstd1, *qkv, *res_mid, *rstd2, *fc;
+    float* att;   // batched-GEMM attention: its probabilities (B*NH, T, T)
+    float* lse2;  // flash attention, instead: (B*NH, T) log-sum-exps
 };
+
+template <typename A> A* as(void* p) { return static_cast<A*>(p); }
 
 class CudaTrainCompute final : public StepCompute {
 public:
-    CudaTrainCompute(const ModelConfig& cfg, ct::GemmMath math, bool flash) : cfg_(cfg), math_(math), flash_(flash) {
+    CudaTrainCompute(const ModelConfig& cfg, ct::GemmMath math, bool flash)
+        : cfg_(cfg), math_(math), flash_(flash), mixed_(math == ct::GemmMath::MIXED) {
         n_params_ = 0;
         for (const ParamSpec& s : param_layout(cfg)) n_params_ = std::max(n_params_, s.offset + s.numel);
         cudaDeviceProp prop{};
@@ -81,6 +90,7 @@ public:
         try {
             params_ = fixed_.get<float>(n_params_);
             grads_ = fixed_.get<float>(n_params_);
+            if (mixed_) params_h_ = fixed_.get<uint16_t>(n_params_);
             IGPT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_grads_), n_params_ * sizeof(float)));
         } catch (...) {
             cublasDestroy(blas_);
@@ -100,8 +110,10 @@ public:
     }
 
     std::string describe() const override {
-        return "cuda (" + device_ + "), " + ct::gemm_math_name(math_) + " GEMMs, " +
-               (flash_ ? "flash attention" : "attention as batched GEMMs") + ", fp32 weights and AdamW on the GPU";
+        return "cuda (" + device_ + "), " +
+               (mixed_ ? std::string("bf16 GEMMs on bf16 activations and weight copies")
+                       : ct::gemm_math_name(math_) + std::string(" GEMMs on f32")) +
+               ", " + (flash_ ? "flash attention" : "attention as batched GEMMs") + ", fp32 weights and AdamW on the GPU";
     }
 
     bool device_optimizer() const override { return true; }
@@ -118,6 +130,7 @@ public:
         IGPT_CUDA_CHECK(cudaMemcpyAsync(v_, v, n_params_ * 4, cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaMemcpyAsync(mask_, mask, n_params_, cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+        weights_changed_ = true;
     }
 
     void get_state(float* params, float* m, float* v) override {
@@ -165,6 +178,7 @@ public:
         aw.clip = clip;
         aw.t = t;
         ct::adamw(params_, grads_, m_, v_, mask_, int64_t(n_params_), stats_ + 1, aw, s_);
+        weights_changed_ = true;
         double h[2] = {0, 0};
         IGPT_CUDA_CHECK(cudaMemcpyAsync(h, stats_, sizeof h, cudaMemcpyDeviceToHost, s_));
         IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
@@ -203,6 +217,7 @@ private:
         check_tokens(tokens, size_t(B) * size_t(T));
         if (B > batch_) allocate(B);
         IGPT_CUDA_CHECK(cudaMemcpyAsync(params_, params, n_params_ * sizeof(float), cudaMemcpyHostToDevice, s_));
+        weights_changed_ = true;
         IGPT_CUDA_CHECK(cudaMemcpyAsync(tok_, tokens, size_t(B) * size_t(T) * 4, cudaMemcpyHostToDevice, s_));
         cur_tok_ = tok_;
     }
@@ -217,22 +232,26 @@ private:
         res_.clear();
         for (int32_t l = 0; l <= cfg_.layers; ++l) res_.push_back(act_.get<float>(M * C));
         layers_.clear();
+        // GEMM inputs: f32, or bf16 with mixed
+        auto gemm_input = [&](size_t n) -> void* {
+            return mixed_ ? static_cast<void*>(act_.get<uint16_t>(n)) : static_cast<void*>(act_.get<float>(n));
+        };
         for (int32_t l = 0; l < cfg_.layers; ++l) {
             LayerBufs b;
-            b.ln1 = act_.get<float>(M * C);
+            b.ln1 = gemm_input(M * C);
             b.rstd1 = act_.get<float>(M);
             b.qkv = act_.get<float>(M * 3 * C);
             b.att = flash_ ? nullptr : act_.get<float>(size_t(B) * NH * T * T);
             b.lse2 = flash_ ? act_.get<float>(size_t(B) * NH * T) : nullptr;
-            b.atty = act_.get<float>(M * C);
+            b.atty = gemm_input(M * C);
             b.res_mid = act_.get<float>(M * C);
-            b.ln2 = act_.get<float>(M * C);
+            b.ln2 = gemm_input(M * C);
             b.rstd2 = act_.get<float>(M);
             b.fc = act_.get<float>(M * H);
-            b.fc_act = act_.get<float>(M * H);
+            b.fc_act = gemm_input(M * H);
             layers_.push_back(b);
         }
-        lnf_ = act_.get<float>(M * C);
+        lnf_ = gemm_input(M * C);
         rstdf_ = act_.get<float>(M);
         logits_ = act_.get<float>(M * V);
         row_nll_ = act_.get<float>(M);
@@ -244,16 +263,29 @@ private:
         }
         dres_ = act_.get<float>(M * C);
         dln_ = act_.get<float>(M * C);
-        dqkv_ = act_.get<float>(M * 3 * C);
         datty_ = act_.get<float>(M * C);
         dfc_ = act_.get<float>(M * H);
+        if (mixed_) {  // the gradients that are GEMM inputs, in bf16
+            dres_h_ = act_.get<uint16_t>(M * C);
+            dfc_h_ = act_.get<uint16_t>(M * H);
+            dqkv_h_ = act_.get<uint16_t>(M * 3 * C);
+            dlogits_h_ = act_.get<uint16_t>(M * V);
+        } else {
+            dqkv_ = act_.get<float>(M * 3 * C);
+        }
         host_nll_.resize(M);
         batch_ = B;
     }
 
-    // Row-major Y (M, N) = X (M, K) · W (N, K)^T, into Y with beta.
+    // The bf16 copy of weight W (a pointer into params_), for mixed.
+    const uint16_t* wh(const float* W) const { return params_h_ + (W - params_); }
+
+    // Row-major Y (M, N) = X (M, K) · W (N, K)^T, into Y (f32) with beta. X: f32, or bf16 (with W's copy).
     void linear(const float* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
         ct::gemm_rm(blas_, math_, false, true, M, N, K, 1.0f, X, K, 0, W, K, 0, beta, Y, N, 0);
+    }
+    void linear(const uint16_t* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
+        ct::gemm_bf16(blas_, false, true, M, N, K, 1.0f, X, K, wh(W), K, beta, Y, N);
     }
     // dX = dY W (skipped when dX is null), dW += dY^T X, db += column sums of dY.
     void linear_back(const float* dY, const float* X, const float* W, int64_t M, int64_t K, int64_t N, float* dX,
@@ -262,12 +294,32 @@ private:
         ct::gemm_rm(blas_, math_, true, false, N, K, M, 1.0f, dY, N, 0, X, K, 0, 1.0f, dW, K, 0);
         if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
     }
+    void linear_back(const uint16_t* dY, const uint16_t* X, const float* W, int64_t M, int64_t K, int64_t N,
+                     float* dX, float* dW, float* db) {
+        if (dX) ct::gemm_bf16(blas_, false, false, M, K, N, 1.0f, dY, N, wh(W), K, 0.0f, dX, K);
+        ct::gemm_bf16(blas_, true, false, N, K, M, 1.0f, dY, N, X, K, 1.0f, dW, K);
+        if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
+    }
+
+    // An f32 gradient as a GEMM input of type A: itself, or its bf16 copy in `h` (mixed).
+    template <typename A> const A* gemm_input(float* g, int64_t n, uint16_t* h) {
+        if constexpr (std::is_same_v<A, float>) {
+            return g;
+        } else {
+            ct::to_bf16(g, n, h, s_);
+            return h;
+        }
+    }
 
     // Causal self-attention of one layer, per (image, head): a.atty (B*T, C) from a.qkv (B*T, 3C).
-    void attention_forward(const LayerBufs& a, int32_t B) {
+    template <typename A> void attention_forward(const LayerBufs& a, int32_t B) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
-        if (flash_) return ct::flash_forward(a.qkv, B, T, NH, D, att_scale, a.atty, a.lse2, s_);
+        if (flash_) return ct::flash_forward(a.qkv, B, T, NH, D, att_scale, as<A>(a.atty), a.lse2, s_);
+        if constexpr (std::is_same_v<A, float>) attention_forward_gemm(a, B, T, C, NH, D, att_scale);
+    }
+    void attention_forward_gemm(const LayerBufs& a, int32_t B, int32_t T, int32_t C, int32_t NH, int32_t D,
+                                float att_scale) {
         const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *o = heads_[3];
         ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
@@ -277,14 +329,19 @@ private:
         ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, q, D, TD, k, D, TD, 0.0f, a.att, T, TT, BH);
         ct::causal_softmax(a.att, BH, T, att_scale, s_);
         ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, a.att, T, TT, v, D, TD, 0.0f, o, D, TD, BH);
-        ct::from_heads(o, B, T, NH, D, a.atty, C, 0, s_);
+        ct::from_heads(o, B, T, NH, D, as<float>(a.atty), C, 0, s_);
     }
 
-    // Its backward: dqkv_ (B*T, 3C, overwritten) from datty_ (B*T, C).
-    void attention_backward(const LayerBufs& a, int32_t B) {
+    // Its backward: dqkv (B*T, 3C, overwritten) from datty_ (B*T, C).
+    template <typename A> void attention_backward(const LayerBufs& a, int32_t B, A* dqkv) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
-        if (flash_) return ct::flash_backward(a.qkv, a.atty, datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv_, s_);
+        if (flash_)
+            return ct::flash_backward(a.qkv, as<A>(a.atty), datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv, s_);
+        if constexpr (std::is_same_v<A, float>) attention_backward_gemm(a, B, T, C, NH, D, att_scale);
+    }
+    void attention_backward_gemm(const LayerBufs& a, int32_t B, int32_t T, int32_t C, int32_t NH, int32_t D,
+                                 float att_scale) {
         const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
               *dO = heads_[7];
@@ -298,12 +355,21 @@ private:
         ct::softmax_backward(dP_, a.att, BH, T, att_scale, s_);
         ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, dP_, T, TT, k, D, TD, 0.0f, dq, D, TD, BH);
         ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, dP_, T, TT, q, D, TD, 0.0f, dk, D, TD, BH);
-        ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);
+        ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);  // (f32 only: mixed runs flash attention)
         ct::from_heads(dk, B, T, NH, D, dqkv_, 3 * C, C, s_);
         ct::from_heads(dv, B, T, NH, D, dqkv_, 3 * C, 2 * C, s_);
     }
 
     void forward(int32_t B, bool grad, float scale) {
+        if (!mixed_) return forward_t<float>(B, grad, scale);
+        if (weights_changed_) ct::to_bf16(params_, int64_t(n_params_), params_h_, s_);  // the GEMMs' copy
+        weights_changed_ = false;
+        forward_t<uint16_t>(B, grad, scale);
+    }
+    void backward(int32_t B) { mixed_ ? backward_t<uint16_t>(B) : backward_t<float>(B); }
+
+    // A: the GEMM inputs' storage, float or uint16_t (bf16).
+    template <typename A> void forward_t(int32_t B, bool grad, float scale) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab;
         const int64_t M = int64_t(B) * T;
         const float eps = cfg_.norm_eps;
@@ -312,47 +378,56 @@ private:
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
             const LayerBufs& a = layers_[size_t(l)];
             const float* x = res_[size_t(l)];
-            ct::rmsnorm_forward(x, lw.ln1_g, eps, M, C, a.ln1, a.rstd1, s_);
-            linear(a.ln1, lw.qkv_w, a.qkv, M, C, 3 * C);
+            ct::rmsnorm_forward(x, lw.ln1_g, eps, M, C, as<A>(a.ln1), a.rstd1, s_);
+            linear(as<A>(a.ln1), lw.qkv_w, a.qkv, M, C, 3 * C);
             if (lw.qkv_b) ct::add_bias(a.qkv, lw.qkv_b, M, 3 * C, s_);
-            attention_forward(a, B);  // a.qkv -> a.atty
+            attention_forward<A>(a, B);  // a.qkv -> a.atty
             // res_mid = x + atty proj^T + b
             IGPT_CUDA_CHECK(cudaMemcpyAsync(a.res_mid, x, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
-            linear(a.atty, lw.proj_w, a.res_mid, M, C, C, 1.0f);
+            linear(as<A>(a.atty), lw.proj_w, a.res_mid, M, C, C, 1.0f);
             if (lw.proj_b) ct::add_bias(a.res_mid, lw.proj_b, M, C, s_);
-            ct::rmsnorm_forward(a.res_mid, lw.ln2_g, eps, M, C, a.ln2, a.rstd2, s_);
-            linear(a.ln2, lw.fc_w, a.fc, M, C, H);
+            ct::rmsnorm_forward(a.res_mid, lw.ln2_g, eps, M, C, as<A>(a.ln2), a.rstd2, s_);
+            linear(as<A>(a.ln2), lw.fc_w, a.fc, M, C, H);
             if (lw.fc_b) ct::add_bias(a.fc, lw.fc_b, M, H, s_);
-            ct::gelu_forward(a.fc, M * H, a.fc_act, s_);
+            ct::gelu_forward(a.fc, M * H, as<A>(a.fc_act), s_);
             float* out = res_[size_t(l) + 1];
             IGPT_CUDA_CHECK(cudaMemcpyAsync(out, a.res_mid, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
-            linear(a.fc_act, lw.mproj_w, out, M, H, C, 1.0f);
+            linear(as<A>(a.fc_act), lw.mproj_w, out, M, H, C, 1.0f);
             if (lw.mproj_b) ct::add_bias(out, lw.mproj_b, M, C, s_);
         }
-        ct::rmsnorm_forward(res_[size_t(cfg_.layers)], w_.lnf_g, eps, M, C, lnf_, rstdf_, s_);
-        linear(lnf_, w_.head_w, logits_, M, C, V);
+        ct::rmsnorm_forward(res_[size_t(cfg_.layers)], w_.lnf_g, eps, M, C, as<A>(lnf_), rstdf_, s_);
+        linear(as<A>(lnf_), w_.head_w, logits_, M, C, V);
         ct::cross_entropy(logits_, cur_tok_, M, V, scale, grad, row_nll_, s_);  // logits_ -> dlogits with grad
     }
 
-    void backward(int32_t B) {
+    template <typename A> void backward_t(int32_t B) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab;
         const int64_t M = int64_t(B) * T;
+        constexpr bool f32 = std::is_same_v<A, float>;
         IGPT_CUDA_CHECK(cudaMemsetAsync(dres_, 0, size_t(M) * C * 4, s_));
-        linear_back(logits_, lnf_, w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
+        const A* dlogits = gemm_input<A>(logits_, M * V, dlogits_h_);  // cross_entropy left d(logits) there
+        linear_back(dlogits, as<A>(lnf_), w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
         ct::rmsnorm_backward(dln_, res_[size_t(cfg_.layers)], w_.lnf_g, rstdf_, M, C, dres_, g_.lnf_g, s_);
+        // the gradients that feed GEMMs: in place (f32), or bf16 copies (mixed)
+        A* dfc = f32 ? reinterpret_cast<A*>(dfc_) : reinterpret_cast<A*>(dfc_h_);
+        A* dqkv = f32 ? reinterpret_cast<A*>(dqkv_) : reinterpret_cast<A*>(dqkv_h_);
         for (int32_t l = cfg_.layers - 1; l >= 0; --l) {
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
             const LayerWeights<float>& lg = g_.layers[size_t(l)];
             const LayerBufs& a = layers_[size_t(l)];
-            // MLP branch: res[l+1] = res_mid + mproj(gelu(fc(norm(res_mid))))
-            linear_back(dres_, a.fc_act, lw.mproj_w, M, H, C, dfc_, lg.mproj_w, lg.mproj_b);
-            ct::gelu_backward(dfc_, a.fc, M * H, dfc_, s_);
-            linear_back(dfc_, a.ln2, lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
+            // MLP branch: res[l+1] = res_mid + mproj(gelu(fc(norm(res_mid)))); biases' gradients from f32 dres_
+            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.fc_act), lw.mproj_w, M, H, C, dfc_, lg.mproj_w,
+                        nullptr);
+            if (lg.mproj_b) ct::bias_grad(dres_, M, C, lg.mproj_b, s_);
+            ct::gelu_backward(dfc_, a.fc, M * H, dfc, s_);
+            linear_back(static_cast<const A*>(dfc), as<A>(a.ln2), lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
             ct::rmsnorm_backward(dln_, a.res_mid, lw.ln2_g, a.rstd2, M, C, dres_, lg.ln2_g, s_);
             // attention branch: res_mid = res[l] + proj(attn(qkv(norm(res[l]))))
-            linear_back(dres_, a.atty, lw.proj_w, M, C, C, datty_, lg.proj_w, lg.proj_b);
-            attention_backward(a, B);  // datty_ -> dqkv_
-            linear_back(dqkv_, a.ln1, lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
+            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.atty), lw.proj_w, M, C, C, datty_, lg.proj_w,
+                        nullptr);
+            if (lg.proj_b) ct::bias_grad(dres_, M, C, lg.proj_b, s_);
+            attention_backward<A>(a, B, dqkv);  // datty_ -> dqkv
+            linear_back(static_cast<const A*>(dqkv), as<A>(a.ln1), lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
             ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
         }
         ct::embed_backward(dres_, cur_tok_, B, T, C, g_.sos, g_.wte, g_.wpe, s_);
@@ -372,12 +447,15 @@ private:
     ModelConfig cfg_;
     ct::GemmMath math_;
     bool flash_ = false;  // flash attention (flash_attn.cuh) instead of batched GEMMs
+    bool mixed_ = false;  // GEMM inputs in bf16 (math_ MIXED; always with flash_)
+    bool weights_changed_ = true;  // params_ moved since params_h_ was made
     std::string device_;
     size_t n_params_ = 0;
     cudaStream_t s_ = nullptr;
     cublasHandle_t blas_ = nullptr;
     Arena fixed_, act_;
     float *params_ = nullptr, *grads_ = nullptr, *host_grads_ = nullptr;
+    uint16_t* params_h_ = nullptr;  // mixed: the weights in bf16, for the GEMMs
     Weights<float> w_, g_;  // device pointers in the flat layout
     int32_t batch_ = 0;
     int32_t* tok_ = nullptr;       // the batch of forward_backward / forward_nll
@@ -390,10 +468,12 @@ private:
     double* stats_ = nullptr;            // [sum of nll, sum of squared gradients] of a train_step
     std::vector<float*> res_;
     std::vector<LayerBufs> layers_;
-    float *lnf_ = nullptr, *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;
+    void* lnf_ = nullptr;  // a GEMM input, as LayerBufs' (f32 or bf16)
+    float *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;
     float* heads_[8] = {};
     float* delta_ = nullptr;  // flash attention's backward scratch (B*NH, T)
     float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr, *dfc_ = nullptr;
+    uint16_t *dres_h_ = nullptr, *dfc_h_ = nullptr, *dqkv_h_ = nullptr, *dlogits_h_ = nullptr;  // mixed
     std::vector<float> host_nll_;
 };
 
@@ -402,14 +482,19 @@ private:
 std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math,
                                                     const std::string& attention) {
     const ct::GemmMath m = math_from_name(math);
-    if (attention != "gemm" && attention != "flash")
-        throw Error("unknown CUDA attention '" + attention + "' (use gemm or flash)");
-    const bool flash = attention == "flash";
-    if (flash && m != ct::GemmMath::BF16)
-        throw Error("flash attention runs on bf16 tensor cores: use it with --cuda-math bf16 (not " + math + ")");
+    if (attention != "auto" && attention != "gemm" && attention != "flash")
+        throw Error("unknown CUDA attention '" + attention + "' (use auto, gemm or flash)");
+    const bool mixed = m == ct::GemmMath::MIXED;
+    const bool flash = attention == "flash" || (attention == "auto" && mixed);
+    if (mixed && !flash)
+        throw Error("--cuda-math mixed runs with flash attention (its activations are bf16): drop --cuda-attention "
+                    "gemm, or use --cuda-math bf16");
+    if (flash && m != ct::GemmMath::BF16 && !mixed)
+        throw Error("flash attention runs on bf16 tensor cores: use it with --cuda-math bf16 or mixed (not " + math +
+                    ")");
     if (flash && !ct::flash_supported(cfg.head_dim()))
         throw Error("flash attention takes head dimensions that are multiples of 4, up to 64; this model's is " +
-                    std::to_string(cfg.head_dim()) + " (use --cuda-attention gemm)");
+                    std::to_string(cfg.head_dim()) + " (use --cuda-math bf16 --cuda-attention gemm)");
 #ifndef IGPT_CUDA_EMU  // tests/cuda_emu runs this trainer on the CPU
     if (!cuda_available()) throw Error("no CUDA GPU is available for training (use --device cpu)");
 #endif

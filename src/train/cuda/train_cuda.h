@@ -20,13 +20,15 @@
 namespace igpt::train {
 IGPT_EMU_NAMESPACE_BEGIN
 
-// math: the GEMMs' compute — "f32" (IEEE fp32, for checking), "tf32" or "bf16" (tensor cores, fp32
-// accumulation; the default). attention: "gemm" (batched GEMMs with the B * heads * T * T probabilities
-// kept; the default) or "flash" (flash_attn.cuh: bf16 tensor cores, nothing T x T kept; needs math "bf16"
-// and a head dimension that is a multiple of 4, at most 64). Throws igpt::Error without a GPU
+// math: the GEMMs — "f32" (IEEE fp32, for checking), "tf32" or "bf16" (tensor cores, fp32 accumulation; the
+// default), all on f32 storage; or "mixed": bf16 activations where they are GEMM inputs and bf16 copies of
+// the weights, f32 GEMM outputs, residual stream, master weights and AdamW. attention: "gemm" (batched
+// GEMMs with the B * heads * T * T probabilities kept), "flash" (flash_attn.cuh: bf16 tensor cores, nothing
+// T x T kept; needs math "bf16" or "mixed" and a head dimension that is a multiple of 4, at most 64), or
+// "auto" (flash with mixed, which needs it; gemm otherwise). Throws igpt::Error without a GPU
 // (igpt::cuda_available(), backend.h) or for a combination it does not run.
 std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, const std::string& math = "bf16",
-                                                    const std::string& attention = "gemm");
+                                                    const std::string& attention = "auto");
 
 IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::train

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "bf16.cuh"
 #include "train_kernels.cuh"
 
 namespace igpt::cuda::train {
@@ -13,6 +14,18 @@ namespace {
 void check(cublasStatus_t st, const char* what) {
     if (st != CUBLAS_STATUS_SUCCESS)
         throw Error(std::string("cuBLAS error: ") + cublasGetStatusString(st) + " (" + what + ")");
+}
+
+// Row-major C (M, N) = alpha op(A) op(B) + beta C, batch times: the column-major C^T = op(B)^T op(A)^T (a
+// row-major matrix is its transpose in column-major terms, so op(B)^T is B as stored unless tb).
+void gemm_ex(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+             cudaDataType type_ab, int64_t lda, int64_t sA, const void* B, int64_t ldb, int64_t sB, float beta,
+             float* C, int64_t ldc, int64_t sC, int64_t batch, cublasComputeType_t compute) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    check(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(N), int(M),
+                                     int(K), &alpha, B, type_ab, int(ldb), sB, A, type_ab, int(lda), sA, &beta, C,
+                                     CUDA_R_32F, int(ldc), sC, int(batch), compute, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmStridedBatchedEx");
 }
 
 unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535) {
@@ -54,8 +67,9 @@ __global__ void embed_backward_pos_kernel(const float* __restrict__ dx, int32_t 
 }
 
 // --- RMS norm: one warp per row ------------------------------------------------------------------------
+template <typename OT>
 __global__ void rmsnorm_forward_kernel(const float* __restrict__ x, const float* __restrict__ g, float eps, int64_t M,
-                                       int32_t C, float* __restrict__ out, float* __restrict__ rstd) {
+                                       int32_t C, OT* __restrict__ out, float* __restrict__ rstd) {
     const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= M) return;
@@ -63,8 +77,8 @@ __global__ void rmsnorm_forward_kernel(const float* __restrict__ x, const float*
     float ss = 0.0f;
     for (int32_t c = lane; c < C; c += 32) ss += xr[c] * xr[c];
     const float r = rsqrtf(warp_sum(ss) / float(C) + eps);
-    float* o = out + row * C;
-    for (int32_t c = lane; c < C; c += 32) o[c] = xr[c] * r * g[c];
+    OT* o = out + row * C;
+    for (int32_t c = lane; c < C; c += 32) store_f(o + c, xr[c] * r * g[c]);
     if (lane == 0) rstd[row] = r;
 }
 
@@ -102,14 +116,15 @@ __global__ void add_bias_kernel(float* __restrict__ Y, const float* __restrict__
 
 // Column sums: block (column tile of 32, row slice); 32 x 8 threads, shared-memory reduction, one atomic
 // per column and block.
-__global__ void bias_grad_kernel(const float* __restrict__ dY, int64_t M, int32_t N, int64_t rows_per_block,
+template <typename IT>
+__global__ void bias_grad_kernel(const IT* __restrict__ dY, int64_t M, int32_t N, int64_t rows_per_block,
                                  float* __restrict__ db) {
     __shared__ float s[8][33];
     const int32_t col = blockIdx.x * 32 + threadIdx.x;
     const int64_t r0 = int64_t(blockIdx.y) * rows_per_block, r1 = M < r0 + rows_per_block ? M : r0 + rows_per_block;
     float acc = 0.0f;
     if (col < N)
-        for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += dY[r * N + col];
+        for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += load_f(dY + r * N + col);
     s[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
     if (threadIdx.y == 0 && col < N) {
@@ -119,20 +134,27 @@ __global__ void bias_grad_kernel(const float* __restrict__ dY, int64_t M, int32_
     }
 }
 
-__global__ void gelu_forward_kernel(const float* __restrict__ x, int64_t n, float* __restrict__ y) {
+template <typename OT>
+__global__ void gelu_forward_kernel(const float* __restrict__ x, int64_t n, OT* __restrict__ y) {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
         const float v = x[e];
-        y[e] = v / (1.0f + expf(-1.702f * v));
+        store_f(y + e, v / (1.0f + expf(-1.702f * v)));
     }
 }
 
 // d/dx x s(ax) = s + a x s (1 - s), s = sigmoid(a x), a = 1.702
-__global__ void gelu_backward_kernel(const float* dy, const float* __restrict__ x, int64_t n, float* dx) {
+template <typename OT>
+__global__ void gelu_backward_kernel(const float* dy, const float* __restrict__ x, int64_t n, OT* dx) {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
         const float v = x[e];
         const float sg = 1.0f / (1.0f + expf(-1.702f * v));
-        dx[e] = dy[e] * (sg + 1.702f * v * sg * (1.0f - sg));
+        store_f(dx + e, dy[e] * (sg + 1.702f * v * sg * (1.0f - sg)));
     }
+}
+
+__global__ void to_bf16_kernel(const float* __restrict__ x, int64_t n, uint16_t* __restrict__ y) {
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+        y[e] = bf16_bits(x[e]);
 }
 
 // --- head-major copies ---------------------------------------------------------------------------------------
@@ -284,6 +306,7 @@ const char* gemm_math_name(GemmMath m) {
         case GemmMath::F32: return "f32";
         case GemmMath::TF32: return "tf32";
         case GemmMath::BF16: return "bf16";
+        case GemmMath::MIXED: return "mixed";
     }
     return "?";
 }
@@ -291,16 +314,15 @@ const char* gemm_math_name(GemmMath m) {
 void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
              const float* A, int64_t lda, int64_t sA, const float* B, int64_t ldb, int64_t sB, float beta, float* C,
              int64_t ldc, int64_t sC, int64_t batch) {
-    if (M <= 0 || N <= 0 || batch <= 0) return;
-    // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T; a row-major matrix is its transpose
-    // in column-major terms, so op(B)^T is B as stored (no transpose) unless tb.
-    const cublasComputeType_t ct = math == GemmMath::BF16   ? CUBLAS_COMPUTE_32F_FAST_16BF
+    const cublasComputeType_t ct = math == GemmMath::BF16 || math == GemmMath::MIXED ? CUBLAS_COMPUTE_32F_FAST_16BF
                                    : math == GemmMath::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                             : CUBLAS_COMPUTE_32F;
-    check(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(N), int(M),
-                                     int(K), &alpha, B, CUDA_R_32F, int(ldb), sB, A, CUDA_R_32F, int(lda), sA, &beta, C,
-                                     CUDA_R_32F, int(ldc), sC, int(batch), ct, CUBLAS_GEMM_DEFAULT),
-          "cublasGemmStridedBatchedEx");
+    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_32F, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, ct);
+}
+
+void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_16BF, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, CUBLAS_COMPUTE_32F);
 }
 
 void embed_forward(const int32_t* tok, int32_t B, int32_t T, int32_t C, const float* sos, const float* wte,
@@ -319,11 +341,20 @@ void embed_backward(const float* dx, const int32_t* tok, int32_t B, int32_t T, i
     IGPT_CUDA_LAUNCHED();
 }
 
+template <typename OT>
+void rmsnorm_forward_t(const float* x, const float* g, float eps, int64_t M, int32_t C, OT* out, float* rstd,
+                       cudaStream_t s) {
+    if (M <= 0) return;
+    IGPT_LAUNCH(rmsnorm_forward_kernel<OT>, unsigned((M + 7) / 8), 256, 0, s)(x, g, eps, M, C, out, rstd);
+    IGPT_CUDA_LAUNCHED();
+}
 void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, float* out, float* rstd,
                      cudaStream_t s) {
-    if (M <= 0) return;
-    IGPT_LAUNCH(rmsnorm_forward_kernel, unsigned((M + 7) / 8), 256, 0, s)(x, g, eps, M, C, out, rstd);
-    IGPT_CUDA_LAUNCHED();
+    rmsnorm_forward_t(x, g, eps, M, C, out, rstd, s);
+}
+void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, uint16_t* out, float* rstd,
+                     cudaStream_t s) {
+    rmsnorm_forward_t(x, g, eps, M, C, out, rstd, s);
 }
 
 void rmsnorm_backward(const float* dout, const float* x, const float* g, const float* rstd, int64_t M, int32_t C,
@@ -340,21 +371,37 @@ void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) {
     IGPT_CUDA_LAUNCHED();
 }
 
-void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s) {
+template <typename IT> void bias_grad_t(const IT* dY, int64_t M, int32_t N, float* db, cudaStream_t s) {
     if (M <= 0) return;
     const int64_t rows_per_block = 256;
     const dim3 grid(unsigned((N + 31) / 32), unsigned((M + rows_per_block - 1) / rows_per_block));
-    IGPT_LAUNCH(bias_grad_kernel, grid, dim3(32, 8), 0, s)(dY, M, N, rows_per_block, db);
+    IGPT_LAUNCH(bias_grad_kernel<IT>, grid, dim3(32, 8), 0, s)(dY, M, N, rows_per_block, db);
     IGPT_CUDA_LAUNCHED();
 }
+void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s) { bias_grad_t(dY, M, N, db, s); }
+void bias_grad(const uint16_t* dY, int64_t M, int32_t N, float* db, cudaStream_t s) { bias_grad_t(dY, M, N, db, s); }
 
-void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s) {
-    IGPT_LAUNCH(gelu_forward_kernel, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
+template <typename OT> void gelu_forward_t(const float* x, int64_t n, OT* y, cudaStream_t s) {
+    IGPT_LAUNCH(gelu_forward_kernel<OT>, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
     IGPT_CUDA_LAUNCHED();
 }
+void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s) { gelu_forward_t(x, n, y, s); }
+void gelu_forward(const float* x, int64_t n, uint16_t* y, cudaStream_t s) { gelu_forward_t(x, n, y, s); }
 
+template <typename OT> void gelu_backward_t(const float* dy, const float* x, int64_t n, OT* dx, cudaStream_t s) {
+    IGPT_LAUNCH(gelu_backward_kernel<OT>, blocks_for(n, 256, 8192), 256, 0, s)(dy, x, n, dx);
+    IGPT_CUDA_LAUNCHED();
+}
 void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s) {
-    IGPT_LAUNCH(gelu_backward_kernel, blocks_for(n, 256, 8192), 256, 0, s)(dy, x, n, dx);
+    gelu_backward_t(dy, x, n, dx, s);
+}
+void gelu_backward(const float* dy, const float* x, int64_t n, uint16_t* dx, cudaStream_t s) {
+    gelu_backward_t(dy, x, n, dx, s);
+}
+
+void to_bf16(const float* x, int64_t n, uint16_t* y, cudaStream_t s) {
+    if (n <= 0) return;
+    IGPT_LAUNCH(to_bf16_kernel, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
     IGPT_CUDA_LAUNCHED();
 }
 

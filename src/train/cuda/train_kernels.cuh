@@ -18,7 +18,10 @@
 namespace igpt::cuda::train {
 IGPT_EMU_NAMESPACE_BEGIN
 
-enum class GemmMath { F32, TF32, BF16 };  // compute of the cuBLAS GEMMs (storage is always f32)
+// Compute of the cuBLAS GEMMs. F32, TF32, BF16: f32 storage (with exact, tf32 or bf16 tensor-core
+// products). MIXED: the GEMMs' inputs are stored in bf16 (activations, and a bf16 copy of the weights, as
+// uint16_t) and their outputs in f32; the trainer then runs gemm_bf16 and the bf16 kernel variants below.
+enum class GemmMath { F32, TF32, BF16, MIXED };
 const char* gemm_math_name(GemmMath m);
 
 // Row-major C (M, N) = alpha * op(A) (M, K) · op(B) (K, N) + beta * C, `batch` times with element strides
@@ -26,6 +29,14 @@ const char* gemm_math_name(GemmMath m);
 void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
              const float* A, int64_t lda, int64_t sA, const float* B, int64_t ldb, int64_t sB, float beta, float* C,
              int64_t ldc, int64_t sC, int64_t batch = 1);
+
+// Row-major C (M, N) = alpha * op(A) · op(B) + beta * C with A, B in bf16 (uint16_t bits) and C in f32,
+// f32 accumulation; as gemm_rm otherwise (one matrix).
+void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// y = x rounded to bf16 (n elements).
+void to_bf16(const float* x, int64_t n, uint16_t* y, cudaStream_t s);
 
 // x (B*T, C) = [sos | wte[tok[b, p-1]]] + wpe[p]; tok (B, T) are the targets, the input is shifted right.
 void embed_forward(const int32_t* tok, int32_t B, int32_t T, int32_t C, const float* sos, const float* wte,
@@ -35,7 +46,10 @@ void embed_backward(const float* dx, const int32_t* tok, int32_t B, int32_t T, i
                     float* dwpe, cudaStream_t s);
 
 // out = x * rstd * g, rstd = 1 / sqrt(mean(x^2) + eps), per row.
+// out: f32, or bf16 (uint16_t) for the mixed trainer.
 void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, float* out, float* rstd,
+                     cudaStream_t s);
+void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32_t C, uint16_t* out, float* rstd,
                      cudaStream_t s);
 // dx += d(out)/dx · dout; dg += sum over rows of dout * x * rstd.
 void rmsnorm_backward(const float* dout, const float* x, const float* g, const float* rstd, int64_t M, int32_t C,
@@ -43,8 +57,11 @@ void rmsnorm_backward(const float* dout, const float* x, const float* g, const f
 
 void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s);          // Y[m, :] += b
 void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s);        // db += column sums
+void bias_grad(const uint16_t* dY, int64_t M, int32_t N, float* db, cudaStream_t s);     // of a bf16 dY
 void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s);                  // y = x sigmoid(1.702 x)
+void gelu_forward(const float* x, int64_t n, uint16_t* y, cudaStream_t s);               // y in bf16
 void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s);  // dx may alias dy
+void gelu_backward(const float* dy, const float* x, int64_t n, uint16_t* dx, cudaStream_t s);  // dx in bf16
 
 // Head-major copies: dst (B*NH, T, D) <- columns [col0, col0 + NH*D) of src (B*T rows, row stride ld).
 void to_heads(const float* src, int64_t ld, int64_t col0, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst,
