@@ -173,6 +173,31 @@ __device__ __forceinline__ void store_rows(const float (&acc)[DP / 8][4], float 
     }
 }
 
+// Where a block of the tile kernels and its thread sit: grid (tiles, B*NH), the tiles in reverse order
+// (the ones with the most work first); `qkv` / `dout` point at this (image, head)'s columns.
+struct Pos {
+    int n_tiles, tile;
+    int32_t bh, b, h, T;
+    int warp, g, t;  // the warp (16 rows of the tile), and the lane's group and index in it
+    const float* qkv;
+    const float* dout;
+};
+__device__ __forceinline__ Pos block_pos(const Shape& sh, const float* qkv, const float* dout) {
+    Pos p;
+    p.n_tiles = int(gridDim.x);
+    p.tile = p.n_tiles - 1 - int(blockIdx.x);
+    p.bh = int32_t(blockIdx.y);
+    p.b = p.bh / sh.NH;
+    p.h = p.bh % sh.NH;
+    p.T = sh.T;
+    p.warp = int(threadIdx.x) >> 5;
+    p.g = (int(threadIdx.x) & 31) >> 2;
+    p.t = int(threadIdx.x) & 3;
+    p.qkv = qkv + int64_t(p.b) * p.T * sh.ld_qkv + int64_t(p.h) * sh.D;
+    p.dout = dout ? dout + int64_t(p.b) * p.T * sh.ld_o + int64_t(p.h) * sh.D : nullptr;
+    return p;
+}
+
 // --- forward: o = softmax(scale q k^T, causal) v, and lse2 per query --------------------------------------
 // Grid (query tiles, B*NH); the tiles with the most keys go first. o: f32, or bf16 (OT = uint16_t).
 template <int DP, typename OT>
@@ -184,11 +209,10 @@ __global__ void __launch_bounds__(kThreads)
     uint16_t* sK = sQ + Dm::kTileElems;
     uint16_t* sVt = sK + Dm::kTileElems;
 
-    const int tile = int(gridDim.x) - 1 - int(blockIdx.x);
-    const int32_t bh = int32_t(blockIdx.y), b = bh / sh.NH, h = bh % sh.NH, T = sh.T;
-    const int32_t q0 = tile * kTile;
-    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, t = lane & 3;
-    const float* base = qkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
+    const Pos p = block_pos(sh, qkv, nullptr);
+    const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
+    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, q0 = tile * kTile;
+    const float* base = p.qkv;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sQ, nullptr);
     __syncthreads();
@@ -302,13 +326,10 @@ __global__ void __launch_bounds__(kThreads)
     uint16_t* sdO = sQt + Dm::kTileElems;
     uint16_t* sdOt = sdO + Dm::kTileElems;
 
-    const int n_tiles = int(gridDim.x);
-    const int tile = n_tiles - 1 - int(blockIdx.x);  // the first key tiles have the most queries
-    const int32_t bh = int32_t(blockIdx.y), b = bh / sh.NH, h = bh % sh.NH, T = sh.T;
-    const int32_t k0 = tile * kTile;
-    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, t = lane & 3;
-    const float* base = qkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
-    const float* dbase = dout + int64_t(b) * T * sh.ld_o + int64_t(h) * sh.D;
+    const Pos p = block_pos(sh, qkv, dout);  // (the first key tiles have the most queries)
+    const int n_tiles = p.n_tiles, tile = p.tile, warp = p.warp, g = p.g, t = p.t;
+    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, k0 = tile * kTile;
+    const float *base = p.qkv, *dbase = p.dout;
     const float* L = lse2 + int64_t(bh) * T;
     const float* Dl = delta + int64_t(bh) * T;
 
@@ -378,12 +399,10 @@ __global__ void __launch_bounds__(kThreads)
     uint16_t* sKt = sK + Dm::kTileElems;
     uint16_t* sV = sKt + Dm::kTileElems;
 
-    const int tile = int(gridDim.x) - 1 - int(blockIdx.x);
-    const int32_t bh = int32_t(blockIdx.y), b = bh / sh.NH, h = bh % sh.NH, T = sh.T;
-    const int32_t q0 = tile * kTile;
-    const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31, g = lane >> 2, t = lane & 3;
-    const float* base = qkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
-    const float* dbase = dout + int64_t(b) * T * sh.ld_o + int64_t(h) * sh.D;
+    const Pos p = block_pos(sh, qkv, dout);
+    const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
+    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, q0 = tile * kTile;
+    const float *base = p.qkv, *dbase = p.dout;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sK, nullptr);   // q, staged in sK
     load_tile<DP>(dbase, sh.ld_o, q0, T, sh.D, sV, nullptr);    // do, staged in sV
