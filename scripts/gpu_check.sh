@@ -9,6 +9,7 @@
 #     IGPT_CUDA_SHARED_KV=1, and with both at 8);
 #  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32: bf16 GEMMs on f32 storage
 #     with the batched-GEMM attention and with flash attention, and --cuda-math mixed (bf16 storage, flash);
+#     each with IGPT_CUDA_PROFILE=1 (the step's time in GEMMs, attention, optimizer and the rest);
 #  5. with TRAIN_SECONDS > 0 and the training tests green: `igpt train --device cuda` on CIFAR-10 for about
 #     that long (TRAIN_CONFIG, TRAIN_BATCH, TRAIN_LR; TRAIN_INIT=<model file> continues that model, whose
 #     preset TRAIN_CONFIG must name; TRAIN_MATH=bf16|mixed, TRAIN_ATTENTION=auto|gemm|flash; the step count
@@ -156,11 +157,12 @@ grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench
 for shape in "--layers 8" ""; do
     for v in "bf16 gemm" "bf16 flash" "mixed auto"; do
         set -- $v
-        step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 "$IGPT" \
-            train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda --cuda-math $1 --cuda-attention $2
+        step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 \
+            env IGPT_CUDA_PROFILE=1 "$IGPT" train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda \
+            --cuda-math $1 --cuda-attention $2
     done
 done
-grep -E "^(train bench|whole step|forward|RESULT)" "$OUT/bench_train.txt" | keep
+grep -E "^(train bench|whole step|forward|profile|RESULT)" "$OUT/bench_train.txt" | keep
 
 # --- 5. a model trained on CIFAR-10 (JPEG copy) --------------------------------------------------------
 if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar.gz" ]; then

@@ -272,3 +272,41 @@ TEST_CASE("cuda train: combinations flash attention does not run are refused wit
     WARN("skipped: this build has no CUDA trainer (IGPT_WITH_CUDA is off), so there is nothing to refuse");
 #endif
 }
+
+TEST_CASE("cuda train: IGPT_CUDA_PROFILE=1 splits the steps' time into GEMMs, attention, optimizer and the rest",
+          "[cuda][train]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_TRAIN_CUDA
+    const ModelConfig cfg = small_config(true);
+    const int32_t B = 2, T = cfg.n_ctx();
+    const auto specs = param_layout(cfg);
+    const auto mask = decay_mask(specs);
+    std::vector<float> p = perturbed_params(cfg, 5), m(p.size(), 0.0f), v(p.size(), 0.0f);
+    const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 9);
+    for (const Variant& var : {kVariants[1], kVariants[3]}) {
+        INFO("variant " << variant_name(var));
+        setenv("IGPT_CUDA_PROFILE", "1", 1);
+        auto gpu = make_cuda_step_compute(cfg, var.math, var.attention);
+        unsetenv("IGPT_CUDA_PROFILE");
+        gpu->set_state(p.data(), m.data(), v.data(), mask.data());
+        for (int64_t s = 1; s <= 3; ++s)
+            gpu->train_step(tok.data(), B, 1, 1.0f / float(B * T), 1.0f, s, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f);
+        gpu->forward_nll(p.data(), tok.data(), B);  // an evaluation: not a step, not in the profile
+        const std::string r = gpu->profile();
+        std::printf("cuda train check: %s %s\n", variant_name(var).c_str(), r.c_str());
+        CHECK_THAT(r, Catch::StartsWith("profile: GEMMs ") && Catch::Contains("TFLOP/s") &&
+                          Catch::Contains("attention") && Catch::Contains("optimizer") &&
+                          Catch::EndsWith("over 3"));
+        double step_ms = 0;
+        const size_t at = r.find("per step of ");
+        REQUIRE(at != std::string::npos);
+        step_ms = std::atof(r.c_str() + at + 12);
+        CHECK(step_ms > 0);
+        CHECK(gpu->profile().empty());  // and a fresh start
+    }
+    // Without the variable there is no profile.
+    auto plain = make_cuda_step_compute(cfg, "bf16", "gemm");
+    plain->forward_nll(p.data(), tok.data(), B);
+    CHECK(plain->profile().empty());
+#endif
+}

@@ -149,6 +149,9 @@ public:
             (void)eps, (void)weight_decay;
         return {};
     }
+    // Optional: where the time of the steps since the last call went, in one line, and a fresh start; empty
+    // when the compute keeps no profile (the CUDA one does with IGPT_CUDA_PROFILE=1).
+    virtual std::string profile() { return {}; }
 };
 
 // A batch of images on the CPU: data-parallel over images on `threads` threads.

@@ -199,6 +199,7 @@ void run_train_bench(const TrainBenchArgs& a) {
     if (device_opt) compute->set_state(m.params.data(), mom.data(), vel.data(), mask.data());
     double step_best = 1e30, fb_best = 1e30;
     for (int32_t i = 0; i < a.warmup + a.steps; ++i) {
+        if (i == a.warmup) compute->profile();  // IGPT_CUDA_PROFILE=1: the timed steps' profile only
         const auto t0 = Clock::now();
         if (device_opt) {
             compute->train_step(tok.data(), B, 1, scale, 1.0f, i + 1, 1e-4f, ap.beta1, ap.beta2, ap.eps, ap.weight_decay);
@@ -211,6 +212,8 @@ void run_train_bench(const TrainBenchArgs& a) {
         }
         if (i >= a.warmup) step_best = std::min(step_best, std::chrono::duration<double>(Clock::now() - t0).count());
     }
+    const std::string profile = compute->profile();
+    if (!profile.empty()) std::printf("%s\n", profile.c_str());
     // forward + backward alone (on a GPU: with the parameters sent and the gradients brought back)
     for (int32_t i = 0; i < std::max(1, a.steps / 2); ++i) {
         std::fill(g.begin(), g.end(), 0.0f);

@@ -5,6 +5,8 @@
 #include "train_cuda.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -59,6 +61,96 @@ public:
 private:
     std::vector<void*> ptrs_;
     size_t total_ = 0;
+};
+
+// IGPT_CUDA_PROFILE=1: the time the steps spend in the GEMMs, the attention and the optimizer, from CUDA
+// events around them (they do not synchronise), and the FLOPs the GEMMs and attention did; the rest of a step
+// (norms, GELU, biases, embedding, loss, copies) is its total minus these.
+class StepProfile {
+public:
+    enum Part { kGemm, kAttention, kOptimizer, kStep, kParts };
+
+    StepProfile() {
+        const char* e = std::getenv("IGPT_CUDA_PROFILE");
+        on_ = e && std::strcmp(e, "1") == 0;
+    }
+    ~StepProfile() {
+        for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+    }
+    StepProfile(const StepProfile&) = delete;
+    StepProfile& operator=(const StepProfile&) = delete;
+
+    void begin(Part p, cudaStream_t s) {
+        if (on_) open_[p] = record(s);
+    }
+    void end(Part p, cudaStream_t s, double flops = 0) {
+        if (!on_) return;
+        spans_.push_back({p, open_[p], record(s), flops});
+    }
+    // After the stream has finished (the step's own synchronisation): the spans into the sums, or (keep
+    // false: work that is not a training step, such as an evaluation) dropped.
+    void collect(bool keep = true) {
+        if (!on_) return;
+        for (const Span& sp : spans_) {
+            if (!keep) continue;
+            float ms = 0;
+            IGPT_CUDA_CHECK(cudaEventElapsedTime(&ms, sp.a, sp.b));
+            ms_[sp.part] += ms;
+            flops_[sp.part] += sp.flops;
+            if (sp.part == kStep) ++steps_;
+        }
+        spans_.clear();
+        used_ = 0;
+    }
+    std::string report() {
+        if (!on_ || steps_ == 0) return {};
+        collect();
+        const double n = double(steps_), step = ms_[kStep] / n;
+        auto part = [&](const char* name, Part p) {
+            char b[160];
+            const double ms = ms_[p] / n;
+            std::snprintf(b, sizeof b, "%s %.2f ms (%.0f%%", name, ms, 100.0 * ms / step);
+            std::string r = b;
+            if (flops_[p] > 0) {
+                std::snprintf(b, sizeof b, ", %.0f TFLOP/s", flops_[p] / n / (ms * 1e9));
+                r += b;
+            }
+            return r + ")";
+        };
+        const double other = step - (ms_[kGemm] + ms_[kAttention] + ms_[kOptimizer]) / n;
+        char tail[160];
+        std::snprintf(tail, sizeof tail, ", other %.2f ms (%.0f%%); per step of %.2f ms, over %d", other,
+                      100.0 * other / step, step, steps_);
+        std::string r = "profile: " + part("GEMMs", kGemm) + ", " + part("attention", kAttention) + ", " +
+                        part("optimizer", kOptimizer) + tail;
+        for (int i = 0; i < kParts; ++i) ms_[i] = flops_[i] = 0;  // a fresh start
+        steps_ = 0;
+        return r;
+    }
+
+private:
+    struct Span {
+        Part part;
+        cudaEvent_t a, b;
+        double flops;
+    };
+    cudaEvent_t record(cudaStream_t s) {
+        if (used_ == pool_.size()) {
+            cudaEvent_t e;
+            IGPT_CUDA_CHECK(cudaEventCreate(&e));
+            pool_.push_back(e);
+        }
+        cudaEvent_t e = pool_[used_++];
+        IGPT_CUDA_CHECK(cudaEventRecord(e, s));
+        return e;
+    }
+    bool on_ = false;
+    std::vector<cudaEvent_t> pool_;
+    size_t used_ = 0;
+    std::vector<Span> spans_;
+    cudaEvent_t open_[kParts] = {};
+    double ms_[kParts] = {}, flops_[kParts] = {};
+    int steps_ = 0;
 };
 
 // One layer's activations, kept for the backward pass. ln1, atty, ln2 and fc_act are GEMM inputs: f32, or
@@ -157,6 +249,7 @@ public:
             step_tok_n_ = n_tok;
         }
         std::memcpy(host_tok_, tokens, n_tok * 4);  // pinned: the copy below is asynchronous
+        prof_.begin(StepProfile::kStep, s_);
         IGPT_CUDA_CHECK(cudaMemcpyAsync(step_tok_, host_tok_, n_tok * 4, cudaMemcpyHostToDevice, s_));
         IGPT_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * 4, s_));
         IGPT_CUDA_CHECK(cudaMemsetAsync(stats_, 0, 2 * sizeof(double), s_));
@@ -168,6 +261,7 @@ public:
             ct::sum_into(row_nll_, M, stats_, s_);
         }
         cur_tok_ = tok_;
+        prof_.begin(StepProfile::kOptimizer, s_);
         ct::sum_squares_into(grads_, int64_t(n_params_), stats_ + 1, s_);
         ct::AdamWArgs aw;
         aw.lr = lr;
@@ -179,28 +273,38 @@ public:
         aw.t = t;
         ct::adamw(params_, grads_, m_, v_, mask_, int64_t(n_params_), stats_ + 1, aw, s_);
         weights_changed_ = true;
+        prof_.end(StepProfile::kOptimizer, s_);
+        prof_.end(StepProfile::kStep, s_);
         double h[2] = {0, 0};
         IGPT_CUDA_CHECK(cudaMemcpyAsync(h, stats_, sizeof h, cudaMemcpyDeviceToHost, s_));
         IGPT_CUDA_CHECK(cudaStreamSynchronize(s_));
+        prof_.collect();
         return {h[0], std::sqrt(h[1])};
     }
 
     double forward_backward(const float* params, const int32_t* tokens, int32_t B, float scale,
                             float* grads) override {
         prepare(params, tokens, B);
+        prof_.begin(StepProfile::kStep, s_);
         IGPT_CUDA_CHECK(cudaMemsetAsync(grads_, 0, n_params_ * sizeof(float), s_));
         forward(B, true, scale);
         backward(B);
+        prof_.end(StepProfile::kStep, s_);
         IGPT_CUDA_CHECK(cudaMemcpyAsync(host_grads_, grads_, n_params_ * sizeof(float), cudaMemcpyDeviceToHost, s_));
         const double nats = sum_nll(B, nullptr);  // synchronises
+        prof_.collect();
         for (size_t i = 0; i < n_params_; ++i) grads[i] += host_grads_[i];
         return nats;
     }
 
+    std::string profile() override { return prof_.report(); }
+
     double forward_nll(const float* params, const int32_t* tokens, int32_t B, float* pixel_nats) override {
         prepare(params, tokens, B);
         forward(B, false, 0.0f);
-        return sum_nll(B, pixel_nats);
+        const double nats = sum_nll(B, pixel_nats);  // synchronises
+        prof_.collect(false);
+        return nats;
     }
 
 private:
@@ -282,22 +386,30 @@ private:
 
     // Row-major Y (M, N) = X (M, K) · W (N, K)^T, into Y (f32) with beta. X: f32, or bf16 (with W's copy).
     void linear(const float* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
+        prof_.begin(StepProfile::kGemm, s_);
         ct::gemm_rm(blas_, math_, false, true, M, N, K, 1.0f, X, K, 0, W, K, 0, beta, Y, N, 0);
+        prof_.end(StepProfile::kGemm, s_, 2.0 * double(M) * double(N) * double(K));
     }
     void linear(const uint16_t* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
+        prof_.begin(StepProfile::kGemm, s_);
         ct::gemm_bf16(blas_, false, true, M, N, K, 1.0f, X, K, wh(W), K, beta, Y, N);
+        prof_.end(StepProfile::kGemm, s_, 2.0 * double(M) * double(N) * double(K));
     }
     // dX = dY W (skipped when dX is null), dW += dY^T X, db += column sums of dY.
     void linear_back(const float* dY, const float* X, const float* W, int64_t M, int64_t K, int64_t N, float* dX,
                      float* dW, float* db) {
+        prof_.begin(StepProfile::kGemm, s_);
         if (dX) ct::gemm_rm(blas_, math_, false, false, M, K, N, 1.0f, dY, N, 0, W, K, 0, 0.0f, dX, K, 0);
         ct::gemm_rm(blas_, math_, true, false, N, K, M, 1.0f, dY, N, 0, X, K, 0, 1.0f, dW, K, 0);
+        prof_.end(StepProfile::kGemm, s_, (dX ? 4.0 : 2.0) * double(M) * double(N) * double(K));
         if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
     }
     void linear_back(const uint16_t* dY, const uint16_t* X, const float* W, int64_t M, int64_t K, int64_t N,
                      float* dX, float* dW, float* db) {
+        prof_.begin(StepProfile::kGemm, s_);
         if (dX) ct::gemm_bf16(blas_, false, false, M, K, N, 1.0f, dY, N, wh(W), K, 0.0f, dX, K);
         ct::gemm_bf16(blas_, true, false, N, K, M, 1.0f, dY, N, X, K, 1.0f, dW, K);
+        prof_.end(StepProfile::kGemm, s_, (dX ? 4.0 : 2.0) * double(M) * double(N) * double(K));
         if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
     }
 
@@ -315,8 +427,16 @@ private:
     template <typename A> void attention_forward(const LayerBufs& a, int32_t B) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
-        if (flash_) return ct::flash_forward(a.qkv, B, T, NH, D, att_scale, as<A>(a.atty), a.lse2, s_);
-        if constexpr (std::is_same_v<A, float>) attention_forward_gemm(a, B, T, C, NH, D, att_scale);
+        prof_.begin(StepProfile::kAttention, s_);
+        if (flash_) ct::flash_forward(a.qkv, B, T, NH, D, att_scale, as<A>(a.atty), a.lse2, s_);
+        else if constexpr (std::is_same_v<A, float>) attention_forward_gemm(a, B, T, C, NH, D, att_scale);
+        prof_.end(StepProfile::kAttention, s_, attention_flops(B));
+    }
+    // The causal attention's useful FLOPs, forward (q k^T and P v over the keys each query sees); the
+    // backward is counted as 2.5 times that, as FlashAttention's papers do.
+    double attention_flops(int32_t B) const {
+        const double T = cfg_.n_ctx();
+        return 4.0 * double(B) * cfg_.heads * cfg_.head_dim() * T * (T + 1) / 2;
     }
     void attention_forward_gemm(const LayerBufs& a, int32_t B, int32_t T, int32_t C, int32_t NH, int32_t D,
                                 float att_scale) {
@@ -336,9 +456,10 @@ private:
     template <typename A> void attention_backward(const LayerBufs& a, int32_t B, A* dqkv) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
-        if (flash_)
-            return ct::flash_backward(a.qkv, as<A>(a.atty), datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv, s_);
-        if constexpr (std::is_same_v<A, float>) attention_backward_gemm(a, B, T, C, NH, D, att_scale);
+        prof_.begin(StepProfile::kAttention, s_);
+        if (flash_) ct::flash_backward(a.qkv, as<A>(a.atty), datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv, s_);
+        else if constexpr (std::is_same_v<A, float>) attention_backward_gemm(a, B, T, C, NH, D, att_scale);
+        prof_.end(StepProfile::kAttention, s_, 2.5 * attention_flops(B));
     }
     void attention_backward_gemm(const LayerBufs& a, int32_t B, int32_t T, int32_t C, int32_t NH, int32_t D,
                                  float att_scale) {
@@ -362,7 +483,11 @@ private:
 
     void forward(int32_t B, bool grad, float scale) {
         if (!mixed_) return forward_t<float>(B, grad, scale);
-        if (weights_changed_) ct::to_bf16(params_, int64_t(n_params_), params_h_, s_);  // the GEMMs' copy
+        if (weights_changed_) {  // the GEMMs' copy, once an optimizer step
+            prof_.begin(StepProfile::kOptimizer, s_);
+            ct::to_bf16(params_, int64_t(n_params_), params_h_, s_);
+            prof_.end(StepProfile::kOptimizer, s_);
+        }
         weights_changed_ = false;
         forward_t<uint16_t>(B, grad, scale);
     }
@@ -449,6 +574,7 @@ private:
     bool flash_ = false;  // flash attention (flash_attn.cuh) instead of batched GEMMs
     bool mixed_ = false;  // GEMM inputs in bf16 (math_ MIXED; always with flash_)
     bool weights_changed_ = true;  // params_ moved since params_h_ was made
+    StepProfile prof_;
     std::string device_;
     size_t n_params_ = 0;
     cudaStream_t s_ = nullptr;
