@@ -126,17 +126,15 @@ inline double gemm_input(const void* base, cudaDataType t, int64_t i, cublasComp
 
 }  // namespace cuda_emu
 
-// Column-major C = alpha op(A) op(B) + beta C, batch times; C is not read when beta is 0.
+// Column-major C = alpha op(A) op(B) + beta C, batch times; C (f32 or bf16) is not read when beta is 0.
 inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m,
                                                  int n, int k, const void* alpha, const void* A, cudaDataType at,
                                                  int lda, long long sA, const void* B, cudaDataType bt, int ldb,
                                                  long long sB, const void* beta, void* C, cudaDataType ctype, int ldc,
                                                  long long sC, int batch, cublasComputeType_t ct, cublasGemmAlgo_t) {
-    if (ctype != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
     for (int b = 0; b < batch; ++b) {
-        const int64_t oa = int64_t(b) * sA, ob = int64_t(b) * sB;
-        float* c = static_cast<float*>(C) + int64_t(b) * sC;
+        const int64_t oa = int64_t(b) * sA, ob = int64_t(b) * sB, oc = int64_t(b) * sC;
         for (int j = 0; j < n; ++j)
             for (int i = 0; i < m; ++i) {
                 double s = 0;
@@ -145,8 +143,17 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation
                     const int64_t ib = ob + (tb == CUBLAS_OP_N ? l + int64_t(j) * ldb : j + int64_t(l) * ldb);
                     s += cuda_emu::gemm_input(A, at, ia, ct) * cuda_emu::gemm_input(B, bt, ib, ct);
                 }
-                float& out = c[i + int64_t(j) * ldc];
-                out = float(al * s + (be == 0.0f ? 0.0 : double(be) * out));
+                const int64_t ic = oc + i + int64_t(j) * ldc;
+                const double prior = be == 0.0f ? 0.0 : double(be) * cuda_emu::gemm_input(C, ctype, ic, CUBLAS_COMPUTE_32F);
+                const float out = float(al * s + prior);
+                if (ctype == CUDA_R_16BF) {  // rounded to nearest even
+                    uint32_t u;
+                    std::memcpy(&u, &out, 4);
+                    u += 0x7fffu + ((u >> 16) & 1u);
+                    static_cast<uint16_t*>(C)[ic] = uint16_t(u >> 16);
+                } else {
+                    static_cast<float*>(C)[ic] = out;
+                }
             }
     }
     return CUBLAS_STATUS_SUCCESS;

@@ -20,28 +20,28 @@ template <typename F> void dispatch_dp(int32_t D, F&& f) {
 
 bool flash_supported(int32_t head_dim) { return head_dim > 0 && head_dim % 4 == 0 && head_dim <= 64; }
 
-template <typename OT>
-void flash_forward(const float* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, float scale, OT* o, float* lse2,
+template <typename S>
+void flash_forward(const S* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, float scale, S* o, float* lse2,
                    cudaStream_t s) {
     if (!flash_supported(D)) throw Error("flash attention: head dimension " + std::to_string(D) + " is not supported");
     const fl::Shape sh = fl::make_shape(T, NH, D, scale);
     dispatch_dp(D, [&](auto dp) {
-        const auto kernel = fl::forward_kernel<decltype(dp)::value, OT>;
+        const auto kernel = fl::forward_kernel<decltype(dp)::value, S>;
         IGPT_LAUNCH(kernel, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, o, lse2, sh);
     });
     IGPT_CUDA_LAUNCHED();
 }
 
-template <typename OT>
-void flash_backward(const float* qkv, const OT* o, const float* dout, const float* lse2, int32_t B, int32_t T,
-                    int32_t NH, int32_t D, float scale, float* delta, OT* dqkv, cudaStream_t s) {
+template <typename S>
+void flash_backward(const S* qkv, const S* o, const S* dout, const float* lse2, int32_t B, int32_t T, int32_t NH,
+                    int32_t D, float scale, float* delta, S* dqkv, cudaStream_t s) {
     if (!flash_supported(D)) throw Error("flash attention: head dimension " + std::to_string(D) + " is not supported");
     const fl::Shape sh = fl::make_shape(T, NH, D, scale);
-    IGPT_LAUNCH(fl::delta_kernel<OT>, fl::delta_grid(sh, B), fl::kThreads, 0, s)(dout, o, delta, int64_t(B) * T, sh);
+    IGPT_LAUNCH(fl::delta_kernel<S>, fl::delta_grid(sh, B), fl::kThreads, 0, s)(dout, o, delta, int64_t(B) * T, sh);
     IGPT_CUDA_LAUNCHED();
     dispatch_dp(D, [&](auto dp) {
-        const auto dkdv = fl::dkdv_kernel<decltype(dp)::value, OT>;
-        const auto dq = fl::dq_kernel<decltype(dp)::value, OT>;
+        const auto dkdv = fl::dkdv_kernel<decltype(dp)::value, S>;
+        const auto dq = fl::dq_kernel<decltype(dp)::value, S>;
         IGPT_LAUNCH(dkdv, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, dout, lse2, delta, dqkv, sh);
         IGPT_CUDA_LAUNCHED();
         IGPT_LAUNCH(dq, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, dout, lse2, delta, dqkv, sh);
@@ -51,12 +51,12 @@ void flash_backward(const float* qkv, const OT* o, const float* dout, const floa
 
 template void flash_forward<float>(const float*, int32_t, int32_t, int32_t, int32_t, float, float*, float*,
                                    cudaStream_t);
-template void flash_forward<uint16_t>(const float*, int32_t, int32_t, int32_t, int32_t, float, uint16_t*, float*,
+template void flash_forward<uint16_t>(const uint16_t*, int32_t, int32_t, int32_t, int32_t, float, uint16_t*, float*,
                                       cudaStream_t);
 template void flash_backward<float>(const float*, const float*, const float*, const float*, int32_t, int32_t, int32_t,
                                     int32_t, float, float*, float*, cudaStream_t);
-template void flash_backward<uint16_t>(const float*, const uint16_t*, const float*, const float*, int32_t, int32_t,
-                                       int32_t, int32_t, float, float*, uint16_t*, cudaStream_t);
+template void flash_backward<uint16_t>(const uint16_t*, const uint16_t*, const uint16_t*, const float*, int32_t,
+                                       int32_t, int32_t, int32_t, float, float*, uint16_t*, cudaStream_t);
 
 IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda::train

@@ -1,10 +1,10 @@
 // Flash-style causal attention for the trainer: forward and backward without the T x T matrix in memory
 // (FlashAttention-2's algorithm). The kernels read q, k, v straight from the qkv projection (B*T, 3C) and
 // write o into the attention output (B*T, C), so no head-major copies are made; the backward writes dq, dk,
-// dv straight into d(qkv). q, k, v and d(o) are f32 in memory; o and d(qkv) are f32 or bf16 (OT = float or
-// uint16_t: the trainer's --cuda-math bf16 or mixed). Tiles are converted to bf16 in shared memory and
-// multiplied on tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax probabilities and their
-// gradients are rounded to bf16 for their products, as the bf16 GEMMs round their inputs.
+// dv straight into d(qkv). qkv, o, d(o) and d(qkv) are all f32 or all bf16 in memory (S = float, or
+// uint16_t: the trainer's --cuda-math bf16 or mixed). Tiles are bf16 in shared memory and multiplied on
+// tensor cores (mma.sync m16n8k16, f32 accumulation); the softmax probabilities and their gradients are
+// rounded to bf16 for their products, as the bf16 GEMMs round their inputs.
 //
 // Tiles are 64 queries x 64 keys; a block is 4 warps, each warp owns 16 rows of the tile. DP, the head
 // dimension padded to a multiple of 16 (16, 32 or 64), is a template argument; the real head dimension D
@@ -87,27 +87,29 @@ __device__ __forceinline__ uint32_t ld32(const uint16_t* s, int row, int stride,
     return *reinterpret_cast<const uint32_t*>(s + row * stride + col);
 }
 
-// Rows [r0, r0 + 64) of one head's slice of a row-major f32 matrix -> bf16 tile(s): `rm` row-major
-// (64, DP) and/or `tr` transposed (DP, 64); rows at or past T and columns at or past D are zeros.
-template <int DP>
-__device__ __forceinline__ void load_tile(const float* __restrict__ src, int64_t ld, int32_t r0, int32_t T, int32_t D,
+// Rows [r0, r0 + 64) of one head's slice of a row-major matrix (f32, or bf16 as uint16_t) -> bf16 tile(s):
+// `rm` row-major (64, DP) and/or `tr` transposed (DP, 64); rows at or past T and columns at or past D are
+// zeros.
+__device__ __forceinline__ uint2 load4_bf16(const float* p) {
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    return uint2{pack_bf16(v.x, v.y), pack_bf16(v.z, v.w)};
+}
+__device__ __forceinline__ uint2 load4_bf16(const uint16_t* p) { return *reinterpret_cast<const uint2*>(p); }
+
+template <int DP, typename S>
+__device__ __forceinline__ void load_tile(const S* __restrict__ src, int64_t ld, int32_t r0, int32_t T, int32_t D,
                                           uint16_t* rm, uint16_t* tr) {
-    constexpr int Q4 = DP / 4;  // float4 groups a row
+    constexpr int Q4 = DP / 4;  // groups of 4 columns a row
     for (int i = int(threadIdx.x); i < kTile * Q4; i += kThreads) {
         const int r = i / Q4, c = (i % Q4) * 4;
-        float4 v = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (r0 + r < T && c < D) v = *reinterpret_cast<const float4*>(src + int64_t(r0 + r) * ld + c);
-        if (rm) {
-            uint2 p;
-            p.x = pack_bf16(v.x, v.y);
-            p.y = pack_bf16(v.z, v.w);
-            *reinterpret_cast<uint2*>(rm + r * Dims<DP>::kRow + c) = p;
-        }
+        uint2 v = {0u, 0u};
+        if (r0 + r < T && c < D) v = load4_bf16(src + int64_t(r0 + r) * ld + c);
+        if (rm) *reinterpret_cast<uint2*>(rm + r * Dims<DP>::kRow + c) = v;
         if (tr) {
-            tr[(c + 0) * Dims<DP>::kCol + r] = bf16_bits(v.x);
-            tr[(c + 1) * Dims<DP>::kCol + r] = bf16_bits(v.y);
-            tr[(c + 2) * Dims<DP>::kCol + r] = bf16_bits(v.z);
-            tr[(c + 3) * Dims<DP>::kCol + r] = bf16_bits(v.w);
+            tr[(c + 0) * Dims<DP>::kCol + r] = uint16_t(v.x);
+            tr[(c + 1) * Dims<DP>::kCol + r] = uint16_t(v.x >> 16);
+            tr[(c + 2) * Dims<DP>::kCol + r] = uint16_t(v.y);
+            tr[(c + 3) * Dims<DP>::kCol + r] = uint16_t(v.y >> 16);
         }
     }
 }
@@ -174,15 +176,14 @@ __device__ __forceinline__ void store_rows(const float (&acc)[DP / 8][4], float 
 }
 
 // Where a block of the tile kernels and its thread sit: grid (tiles, B*NH), the tiles in reverse order
-// (the ones with the most work first); `qkv` / `dout` point at this (image, head)'s columns.
+// (the ones with the most work first).
 struct Pos {
     int n_tiles, tile;
     int32_t bh, b, h, T;
     int warp, g, t;  // the warp (16 rows of the tile), and the lane's group and index in it
-    const float* qkv;
-    const float* dout;
+    int64_t qkv, dout;  // offsets of this (image, head)'s columns in qkv (and d(qkv)), and in o (and d(o))
 };
-__device__ __forceinline__ Pos block_pos(const Shape& sh, const float* qkv, const float* dout) {
+__device__ __forceinline__ Pos block_pos(const Shape& sh) {
     Pos p;
     p.n_tiles = int(gridDim.x);
     p.tile = p.n_tiles - 1 - int(blockIdx.x);
@@ -193,26 +194,26 @@ __device__ __forceinline__ Pos block_pos(const Shape& sh, const float* qkv, cons
     p.warp = int(threadIdx.x) >> 5;
     p.g = (int(threadIdx.x) & 31) >> 2;
     p.t = int(threadIdx.x) & 3;
-    p.qkv = qkv + int64_t(p.b) * p.T * sh.ld_qkv + int64_t(p.h) * sh.D;
-    p.dout = dout ? dout + int64_t(p.b) * p.T * sh.ld_o + int64_t(p.h) * sh.D : nullptr;
+    p.qkv = int64_t(p.b) * p.T * sh.ld_qkv + int64_t(p.h) * sh.D;
+    p.dout = int64_t(p.b) * p.T * sh.ld_o + int64_t(p.h) * sh.D;
     return p;
 }
 
 // --- forward: o = softmax(scale q k^T, causal) v, and lse2 per query --------------------------------------
-// Grid (query tiles, B*NH); the tiles with the most keys go first. o: f32, or bf16 (OT = uint16_t).
-template <int DP, typename OT>
+// Grid (query tiles, B*NH); the tiles with the most keys go first.
+template <int DP, typename S>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(const float* __restrict__ qkv, OT* __restrict__ o, float* __restrict__ lse2, Shape sh) {
+    forward_kernel(const S* __restrict__ qkv, S* __restrict__ o, float* __restrict__ lse2, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[3 * Dm::kTileElems / 8];  // sQ (staging), sK, sVt: bf16
     uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
     uint16_t* sK = sQ + Dm::kTileElems;
     uint16_t* sVt = sK + Dm::kTileElems;
 
-    const Pos p = block_pos(sh, qkv, nullptr);
+    const Pos p = block_pos(sh);
     const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, q0 = tile * kTile;
-    const float* base = p.qkv;
+    const int32_t bh = p.bh, T = p.T, q0 = tile * kTile;
+    const S* base = qkv + p.qkv;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sQ, nullptr);
     __syncthreads();
@@ -280,8 +281,7 @@ __global__ void __launch_bounds__(kThreads)
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-    store_rows<DP>(acc, 1.0f / l_lo, 1.0f / l_hi, o + int64_t(b) * T * sh.ld_o + int64_t(h) * sh.D, sh.ld_o,
-                   q0 + warp * 16, T, sh.D);
+    store_rows<DP>(acc, 1.0f / l_lo, 1.0f / l_hi, o + p.dout, sh.ld_o, q0 + warp * 16, T, sh.D);
     if (t == 0) {
         float* L = lse2 + int64_t(bh) * T;
         if (row_lo < T) L[row_lo] = m_lo + log2f(l_lo);
@@ -290,20 +290,20 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // --- backward, step 1: delta[b, h, t] = sum_d do[t, d] o[t, d] (one warp per (row, head)) -----------------
-template <typename OT>
+template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    delta_kernel(const float* __restrict__ dout, const OT* __restrict__ o, float* __restrict__ delta, int64_t M,
+    delta_kernel(const S* __restrict__ dout, const S* __restrict__ o, float* __restrict__ delta, int64_t M,
                  Shape sh) {
     const int64_t w = int64_t(blockIdx.x) * (kThreads / 32) + (int64_t(threadIdx.x) >> 5);
     const int lane = int(threadIdx.x) & 31;
     if (w >= M * sh.NH) return;  // whole warps leave together: the shuffles below see all 32 lanes
     const int64_t row = w / sh.NH;
     const int32_t h = int32_t(w % sh.NH);
-    const float* a = dout + row * sh.ld_o + int64_t(h) * sh.D;
-    const OT* c = o + row * sh.ld_o + int64_t(h) * sh.D;
+    const S* a = dout + row * sh.ld_o + int64_t(h) * sh.D;
+    const S* c = o + row * sh.ld_o + int64_t(h) * sh.D;
     float s = 0.0f;
     // do rounded to bf16 as the dP products see it, so that each row of dS sums to (nearly) zero
-    for (int d = lane; d < sh.D; d += 32) s += bf16_round(a[d]) * load_f(c + d);
+    for (int d = lane; d < sh.D; d += 32) s += bf16_round(load_f(a + d)) * load_f(c + d);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
     if (lane == 0) {
         const int64_t b = row / sh.T, tq = row % sh.T;
@@ -314,10 +314,10 @@ __global__ void __launch_bounds__(kThreads)
 // --- backward, step 2: dk and dv of a key tile, over the query tiles at or after it ------------------------
 // dS = P (dP - delta), dP = do v^T; dv = P^T do, dk = scale dS^T q. Each warp owns 16 keys and works on
 // transposed products (keys as rows), so that P^T and dS^T come out in registers as the A operands.
-template <int DP, typename OT>
+template <int DP, typename S>
 __global__ void __launch_bounds__(kThreads)
-    dkdv_kernel(const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse2,
-                const float* __restrict__ delta, OT* __restrict__ dqkv, Shape sh) {
+    dkdv_kernel(const S* __restrict__ qkv, const S* __restrict__ dout, const float* __restrict__ lse2,
+                const float* __restrict__ delta, S* __restrict__ dqkv, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[4 * Dm::kTileElems / 8];  // sQ, sQt, sdO, sdOt (sK, sV while staging)
     __shared__ float s_lse[kTile], s_delta[kTile];
@@ -326,10 +326,10 @@ __global__ void __launch_bounds__(kThreads)
     uint16_t* sdO = sQt + Dm::kTileElems;
     uint16_t* sdOt = sdO + Dm::kTileElems;
 
-    const Pos p = block_pos(sh, qkv, dout);  // (the first key tiles have the most queries)
+    const Pos p = block_pos(sh);  // (the first key tiles have the most queries)
     const int n_tiles = p.n_tiles, tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, k0 = tile * kTile;
-    const float *base = p.qkv, *dbase = p.dout;
+    const int32_t bh = p.bh, T = p.T, k0 = tile * kTile;
+    const S *base = qkv + p.qkv, *dbase = dout + p.dout;
     const float* L = lse2 + int64_t(bh) * T;
     const float* Dl = delta + int64_t(bh) * T;
 
@@ -382,27 +382,27 @@ __global__ void __launch_bounds__(kThreads)
         mma_rows<DP / 8, 4>(dk, dsa, sQt, Dm::kCol);  // dk += dS^T q
     }
     const float sc = sh.c / kLog2e;  // the softmax scale
-    OT* dst = dqkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D;
+    S* dst = dqkv + p.qkv;
     store_rows<DP>(dk, sc, sc, dst + sh.C, sh.ld_qkv, k0 + warp * 16, T, sh.D);
     store_rows<DP>(dv, 1.0f, 1.0f, dst + 2 * sh.C, sh.ld_qkv, k0 + warp * 16, T, sh.D);
 }
 
 // --- backward, step 3: dq of a query tile, over the key tiles at or before it ------------------------------
 // dq = scale dS k, with dS recomputed as in step 2 (no atomics: each block owns its rows of dq).
-template <int DP, typename OT>
+template <int DP, typename S>
 __global__ void __launch_bounds__(kThreads)
-    dq_kernel(const float* __restrict__ qkv, const float* __restrict__ dout, const float* __restrict__ lse2,
-              const float* __restrict__ delta, OT* __restrict__ dqkv, Shape sh) {
+    dq_kernel(const S* __restrict__ qkv, const S* __restrict__ dout, const float* __restrict__ lse2,
+              const float* __restrict__ delta, S* __restrict__ dqkv, Shape sh) {
     using Dm = Dims<DP>;
     __shared__ float4 smem[3 * Dm::kTileElems / 8];  // sK, sKt, sV (sQ, sdO while staging)
     uint16_t* sK = reinterpret_cast<uint16_t*>(smem);
     uint16_t* sKt = sK + Dm::kTileElems;
     uint16_t* sV = sKt + Dm::kTileElems;
 
-    const Pos p = block_pos(sh, qkv, dout);
+    const Pos p = block_pos(sh);
     const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, b = p.b, h = p.h, T = p.T, q0 = tile * kTile;
-    const float *base = p.qkv, *dbase = p.dout;
+    const int32_t bh = p.bh, T = p.T, q0 = tile * kTile;
+    const S *base = qkv + p.qkv, *dbase = dout + p.dout;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sK, nullptr);   // q, staged in sK
     load_tile<DP>(dbase, sh.ld_o, q0, T, sh.D, sV, nullptr);    // do, staged in sV
@@ -444,8 +444,7 @@ __global__ void __launch_bounds__(kThreads)
         mma_rows<DP / 8, 4>(dq, dsa, sKt, Dm::kCol);  // dq += dS k
     }
     const float sc = sh.c / kLog2e;
-    store_rows<DP>(dq, sc, sc, dqkv + int64_t(b) * T * sh.ld_qkv + int64_t(h) * sh.D, sh.ld_qkv, q0 + warp * 16, T,
-                   sh.D);
+    store_rows<DP>(dq, sc, sc, dqkv + p.qkv, sh.ld_qkv, q0 + warp * 16, T, sh.D);
 }
 
 IGPT_EMU_NAMESPACE_END

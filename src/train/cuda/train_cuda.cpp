@@ -153,11 +153,12 @@ private:
     int steps_ = 0;
 };
 
-// One layer's activations, kept for the backward pass. ln1, atty, ln2 and fc_act are GEMM inputs: f32, or
-// bf16 (uint16_t) with --cuda-math mixed (the forward and backward take their type as a template argument).
+// One layer's activations, kept for the backward pass. The void* ones are f32, or bf16 (uint16_t) with
+// --cuda-math mixed (the forward and backward take their type as a template argument); the residual stream
+// and the norms' statistics are always f32.
 struct LayerBufs {
-    void *ln1, *atty, *ln2, *fc_act;
-    float *rstd1, *qkv, *res_mid, *rstd2, *fc;
+    void *ln1, *qkv, *atty, *ln2, *fc, *fc_act;
+    float *rstd1, *res_mid, *rstd2;
     float* att;   // batched-GEMM attention: its probabilities (B*NH, T, T)
     float* lse2;  // flash attention, instead: (B*NH, T) log-sum-exps
 };
@@ -336,26 +337,26 @@ private:
         res_.clear();
         for (int32_t l = 0; l <= cfg_.layers; ++l) res_.push_back(act_.get<float>(M * C));
         layers_.clear();
-        // GEMM inputs: f32, or bf16 with mixed
-        auto gemm_input = [&](size_t n) -> void* {
+        // f32, or bf16 with mixed
+        auto typed = [&](size_t n) -> void* {
             return mixed_ ? static_cast<void*>(act_.get<uint16_t>(n)) : static_cast<void*>(act_.get<float>(n));
         };
         for (int32_t l = 0; l < cfg_.layers; ++l) {
             LayerBufs b;
-            b.ln1 = gemm_input(M * C);
+            b.ln1 = typed(M * C);
             b.rstd1 = act_.get<float>(M);
-            b.qkv = act_.get<float>(M * 3 * C);
+            b.qkv = typed(M * 3 * C);
             b.att = flash_ ? nullptr : act_.get<float>(size_t(B) * NH * T * T);
             b.lse2 = flash_ ? act_.get<float>(size_t(B) * NH * T) : nullptr;
-            b.atty = gemm_input(M * C);
+            b.atty = typed(M * C);
             b.res_mid = act_.get<float>(M * C);
-            b.ln2 = gemm_input(M * C);
+            b.ln2 = typed(M * C);
             b.rstd2 = act_.get<float>(M);
-            b.fc = act_.get<float>(M * H);
-            b.fc_act = gemm_input(M * H);
+            b.fc = typed(M * H);
+            b.fc_act = typed(M * H);
             layers_.push_back(b);
         }
-        lnf_ = gemm_input(M * C);
+        lnf_ = typed(M * C);
         rstdf_ = act_.get<float>(M);
         logits_ = act_.get<float>(M * V);
         row_nll_ = act_.get<float>(M);
@@ -367,14 +368,15 @@ private:
         }
         dres_ = act_.get<float>(M * C);
         dln_ = act_.get<float>(M * C);
-        datty_ = act_.get<float>(M * C);
-        dfc_ = act_.get<float>(M * H);
-        if (mixed_) {  // the gradients that are GEMM inputs, in bf16
+        if (mixed_) {  // the gradients that feed GEMMs (and attention), in bf16
             dres_h_ = act_.get<uint16_t>(M * C);
+            datty_h_ = act_.get<uint16_t>(M * C);
             dfc_h_ = act_.get<uint16_t>(M * H);
             dqkv_h_ = act_.get<uint16_t>(M * 3 * C);
             dlogits_h_ = act_.get<uint16_t>(M * V);
         } else {
+            datty_ = act_.get<float>(M * C);
+            dfc_ = act_.get<float>(M * H);
             dqkv_ = act_.get<float>(M * 3 * C);
         }
         host_nll_.resize(M);
@@ -390,7 +392,8 @@ private:
         ct::gemm_rm(blas_, math_, false, true, M, N, K, 1.0f, X, K, 0, W, K, 0, beta, Y, N, 0);
         prof_.end(StepProfile::kGemm, s_, 2.0 * double(M) * double(N) * double(K));
     }
-    void linear(const uint16_t* X, const float* W, float* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
+    template <typename Y_>  // f32 (beta may add into it) or bf16 (beta 0) output
+    void linear(const uint16_t* X, const float* W, Y_* Y, int64_t M, int64_t K, int64_t N, float beta = 0.0f) {
         prof_.begin(StepProfile::kGemm, s_);
         ct::gemm_bf16(blas_, false, true, M, N, K, 1.0f, X, K, wh(W), K, beta, Y, N);
         prof_.end(StepProfile::kGemm, s_, 2.0 * double(M) * double(N) * double(K));
@@ -404,8 +407,9 @@ private:
         prof_.end(StepProfile::kGemm, s_, (dX ? 4.0 : 2.0) * double(M) * double(N) * double(K));
         if (db) ct::bias_grad(dY, M, int32_t(N), db, s_);
     }
-    void linear_back(const uint16_t* dY, const uint16_t* X, const float* W, int64_t M, int64_t K, int64_t N,
-                     float* dX, float* dW, float* db) {
+    template <typename DX>  // f32 or bf16
+    void linear_back(const uint16_t* dY, const uint16_t* X, const float* W, int64_t M, int64_t K, int64_t N, DX* dX,
+                     float* dW, float* db) {
         prof_.begin(StepProfile::kGemm, s_);
         if (dX) ct::gemm_bf16(blas_, false, false, M, K, N, 1.0f, dY, N, wh(W), K, 0.0f, dX, K);
         ct::gemm_bf16(blas_, true, false, N, K, M, 1.0f, dY, N, X, K, 1.0f, dW, K);
@@ -428,7 +432,7 @@ private:
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
         prof_.begin(StepProfile::kAttention, s_);
-        if (flash_) ct::flash_forward(a.qkv, B, T, NH, D, att_scale, as<A>(a.atty), a.lse2, s_);
+        if (flash_) ct::flash_forward(as<A>(a.qkv), B, T, NH, D, att_scale, as<A>(a.atty), a.lse2, s_);
         else if constexpr (std::is_same_v<A, float>) attention_forward_gemm(a, B, T, C, NH, D, att_scale);
         prof_.end(StepProfile::kAttention, s_, attention_flops(B));
     }
@@ -442,9 +446,10 @@ private:
                                 float att_scale) {
         const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *o = heads_[3];
-        ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
-        ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
-        ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+        const float* qkv = as<float>(a.qkv);
+        ct::to_heads(qkv, 3 * C, 0, B, T, NH, D, q, s_);
+        ct::to_heads(qkv, 3 * C, C, B, T, NH, D, k, s_);
+        ct::to_heads(qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
         // S = q k^T (raw), P = causal softmax(scale S), o = P v; per (image, head).
         ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, q, D, TD, k, D, TD, 0.0f, a.att, T, TT, BH);
         ct::causal_softmax(a.att, BH, T, att_scale, s_);
@@ -452,12 +457,13 @@ private:
         ct::from_heads(o, B, T, NH, D, as<float>(a.atty), C, 0, s_);
     }
 
-    // Its backward: dqkv (B*T, 3C, overwritten) from datty_ (B*T, C).
-    template <typename A> void attention_backward(const LayerBufs& a, int32_t B, A* dqkv) {
+    // Its backward: dqkv (B*T, 3C, overwritten) from datty (B*T, C).
+    template <typename A> void attention_backward(const LayerBufs& a, int32_t B, const A* datty, A* dqkv) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, NH = cfg_.heads, D = cfg_.head_dim();
         const float att_scale = 1.0f / std::sqrt(float(D));
         prof_.begin(StepProfile::kAttention, s_);
-        if (flash_) ct::flash_backward(a.qkv, as<A>(a.atty), datty_, a.lse2, B, T, NH, D, att_scale, delta_, dqkv, s_);
+        if (flash_)
+            ct::flash_backward(as<A>(a.qkv), as<A>(a.atty), datty, a.lse2, B, T, NH, D, att_scale, delta_, dqkv, s_);
         else if constexpr (std::is_same_v<A, float>) attention_backward_gemm(a, B, T, C, NH, D, att_scale);
         prof_.end(StepProfile::kAttention, s_, 2.5 * attention_flops(B));
     }
@@ -467,9 +473,10 @@ private:
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
               *dO = heads_[7];
         ct::to_heads(datty_, C, 0, B, T, NH, D, dO, s_);
-        ct::to_heads(a.qkv, 3 * C, 0, B, T, NH, D, q, s_);
-        ct::to_heads(a.qkv, 3 * C, C, B, T, NH, D, k, s_);
-        ct::to_heads(a.qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
+        const float* qkv = as<float>(a.qkv);
+        ct::to_heads(qkv, 3 * C, 0, B, T, NH, D, q, s_);
+        ct::to_heads(qkv, 3 * C, C, B, T, NH, D, k, s_);
+        ct::to_heads(qkv, 3 * C, 2 * C, B, T, NH, D, v, s_);
         // dV = P^T dO; dP = dO V^T; dS = scale P (dP - rowsum(P dP)); dQ = dS K; dK = dS^T Q
         ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, a.att, T, TT, dO, D, TD, 0.0f, dv, D, TD, BH);
         ct::gemm_rm(blas_, math_, false, true, T, T, D, 1.0f, dO, D, TD, v, D, TD, 0.0f, dP_, T, TT, BH);
@@ -504,17 +511,17 @@ private:
             const LayerBufs& a = layers_[size_t(l)];
             const float* x = res_[size_t(l)];
             ct::rmsnorm_forward(x, lw.ln1_g, eps, M, C, as<A>(a.ln1), a.rstd1, s_);
-            linear(as<A>(a.ln1), lw.qkv_w, a.qkv, M, C, 3 * C);
-            if (lw.qkv_b) ct::add_bias(a.qkv, lw.qkv_b, M, 3 * C, s_);
+            linear(as<A>(a.ln1), lw.qkv_w, as<A>(a.qkv), M, C, 3 * C);
+            if (lw.qkv_b) ct::add_bias(as<A>(a.qkv), lw.qkv_b, M, 3 * C, s_);
             attention_forward<A>(a, B);  // a.qkv -> a.atty
             // res_mid = x + atty proj^T + b
             IGPT_CUDA_CHECK(cudaMemcpyAsync(a.res_mid, x, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
             linear(as<A>(a.atty), lw.proj_w, a.res_mid, M, C, C, 1.0f);
             if (lw.proj_b) ct::add_bias(a.res_mid, lw.proj_b, M, C, s_);
             ct::rmsnorm_forward(a.res_mid, lw.ln2_g, eps, M, C, as<A>(a.ln2), a.rstd2, s_);
-            linear(as<A>(a.ln2), lw.fc_w, a.fc, M, C, H);
-            if (lw.fc_b) ct::add_bias(a.fc, lw.fc_b, M, H, s_);
-            ct::gelu_forward(a.fc, M * H, as<A>(a.fc_act), s_);
+            linear(as<A>(a.ln2), lw.fc_w, as<A>(a.fc), M, C, H);
+            if (lw.fc_b) ct::add_bias(as<A>(a.fc), lw.fc_b, M, H, s_);
+            ct::gelu_forward(as<A>(a.fc), M * H, as<A>(a.fc_act), s_);
             float* out = res_[size_t(l) + 1];
             IGPT_CUDA_CHECK(cudaMemcpyAsync(out, a.res_mid, size_t(M) * C * 4, cudaMemcpyDeviceToDevice, s_));
             linear(as<A>(a.fc_act), lw.mproj_w, out, M, H, C, 1.0f);
@@ -533,25 +540,26 @@ private:
         const A* dlogits = gemm_input<A>(logits_, M * V, dlogits_h_);  // cross_entropy left d(logits) there
         linear_back(dlogits, as<A>(lnf_), w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
         ct::rmsnorm_backward(dln_, res_[size_t(cfg_.layers)], w_.lnf_g, rstdf_, M, C, dres_, g_.lnf_g, s_);
-        // the gradients that feed GEMMs: in place (f32), or bf16 copies (mixed)
+        // the gradients that feed GEMMs and attention: f32, or bf16 (mixed)
         A* dfc = f32 ? reinterpret_cast<A*>(dfc_) : reinterpret_cast<A*>(dfc_h_);
+        A* datty = f32 ? reinterpret_cast<A*>(datty_) : reinterpret_cast<A*>(datty_h_);
         A* dqkv = f32 ? reinterpret_cast<A*>(dqkv_) : reinterpret_cast<A*>(dqkv_h_);
         for (int32_t l = cfg_.layers - 1; l >= 0; --l) {
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
             const LayerWeights<float>& lg = g_.layers[size_t(l)];
             const LayerBufs& a = layers_[size_t(l)];
             // MLP branch: res[l+1] = res_mid + mproj(gelu(fc(norm(res_mid)))); biases' gradients from f32 dres_
-            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.fc_act), lw.mproj_w, M, H, C, dfc_, lg.mproj_w,
+            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.fc_act), lw.mproj_w, M, H, C, dfc, lg.mproj_w,
                         nullptr);
             if (lg.mproj_b) ct::bias_grad(dres_, M, C, lg.mproj_b, s_);
-            ct::gelu_backward(dfc_, a.fc, M * H, dfc, s_);
+            ct::gelu_backward(dfc, as<A>(a.fc), M * H, dfc, s_);  // in place
             linear_back(static_cast<const A*>(dfc), as<A>(a.ln2), lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
             ct::rmsnorm_backward(dln_, a.res_mid, lw.ln2_g, a.rstd2, M, C, dres_, lg.ln2_g, s_);
             // attention branch: res_mid = res[l] + proj(attn(qkv(norm(res[l]))))
-            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.atty), lw.proj_w, M, C, C, datty_, lg.proj_w,
+            linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.atty), lw.proj_w, M, C, C, datty, lg.proj_w,
                         nullptr);
             if (lg.proj_b) ct::bias_grad(dres_, M, C, lg.proj_b, s_);
-            attention_backward<A>(a, B, dqkv);  // datty_ -> dqkv
+            attention_backward<A>(a, B, datty, dqkv);
             linear_back(static_cast<const A*>(dqkv), as<A>(a.ln1), lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
             ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
         }
@@ -599,7 +607,8 @@ private:
     float* heads_[8] = {};
     float* delta_ = nullptr;  // flash attention's backward scratch (B*NH, T)
     float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr, *dfc_ = nullptr;
-    uint16_t *dres_h_ = nullptr, *dfc_h_ = nullptr, *dqkv_h_ = nullptr, *dlogits_h_ = nullptr;  // mixed
+    uint16_t *dres_h_ = nullptr, *datty_h_ = nullptr, *dfc_h_ = nullptr, *dqkv_h_ = nullptr,
+             *dlogits_h_ = nullptr;  // mixed
     std::vector<float> host_nll_;
 };
 

@@ -20,11 +20,11 @@ void check(cublasStatus_t st, const char* what) {
 // row-major matrix is its transpose in column-major terms, so op(B)^T is B as stored unless tb).
 void gemm_ex(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
              cudaDataType type_ab, int64_t lda, int64_t sA, const void* B, int64_t ldb, int64_t sB, float beta,
-             float* C, int64_t ldc, int64_t sC, int64_t batch, cublasComputeType_t compute) {
+             void* C, cudaDataType type_c, int64_t ldc, int64_t sC, int64_t batch, cublasComputeType_t compute) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
     check(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, int(N), int(M),
                                      int(K), &alpha, B, type_ab, int(ldb), sB, A, type_ab, int(lda), sA, &beta, C,
-                                     CUDA_R_32F, int(ldc), sC, int(batch), compute, CUBLAS_GEMM_DEFAULT),
+                                     type_c, int(ldc), sC, int(batch), compute, CUBLAS_GEMM_DEFAULT),
           "cublasGemmStridedBatchedEx");
 }
 
@@ -109,9 +109,10 @@ __global__ void rmsnorm_backward_kernel(const float* __restrict__ dout, const fl
 }
 
 // --- bias, GELU --------------------------------------------------------------------------------------------
-__global__ void add_bias_kernel(float* __restrict__ Y, const float* __restrict__ b, int32_t N, int64_t total) {
+template <typename T>
+__global__ void add_bias_kernel(T* __restrict__ Y, const float* __restrict__ b, int32_t N, int64_t total) {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x)
-        Y[e] += b[e % N];
+        store_f(Y + e, load_f(Y + e) + b[e % N]);
 }
 
 // Column sums: block (column tile of 32, row slice); 32 x 8 threads, shared-memory reduction, one atomic
@@ -134,21 +135,21 @@ __global__ void bias_grad_kernel(const IT* __restrict__ dY, int64_t M, int32_t N
     }
 }
 
-template <typename OT>
-__global__ void gelu_forward_kernel(const float* __restrict__ x, int64_t n, OT* __restrict__ y) {
+template <typename T>
+__global__ void gelu_forward_kernel(const T* __restrict__ x, int64_t n, T* __restrict__ y) {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
-        const float v = x[e];
+        const float v = load_f(x + e);
         store_f(y + e, v / (1.0f + expf(-1.702f * v)));
     }
 }
 
 // d/dx x s(ax) = s + a x s (1 - s), s = sigmoid(a x), a = 1.702
-template <typename OT>
-__global__ void gelu_backward_kernel(const float* dy, const float* __restrict__ x, int64_t n, OT* dx) {
+template <typename T>
+__global__ void gelu_backward_kernel(const T* dy, const T* __restrict__ x, int64_t n, T* dx) {
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
-        const float v = x[e];
+        const float v = load_f(x + e);
         const float sg = 1.0f / (1.0f + expf(-1.702f * v));
-        store_f(dx + e, dy[e] * (sg + 1.702f * v * sg * (1.0f - sg)));
+        store_f(dx + e, load_f(dy + e) * (sg + 1.702f * v * sg * (1.0f - sg)));
     }
 }
 
@@ -317,12 +318,18 @@ void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64
     const cublasComputeType_t ct = math == GemmMath::BF16 || math == GemmMath::MIXED ? CUBLAS_COMPUTE_32F_FAST_16BF
                                    : math == GemmMath::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                             : CUBLAS_COMPUTE_32F;
-    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_32F, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, ct);
+    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_32F, lda, sA, B, ldb, sB, beta, C, CUDA_R_32F, ldc, sC, batch, ct);
 }
 
 void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_16BF, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, CUBLAS_COMPUTE_32F);
+    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_16BF, lda, 0, B, ldb, 0, beta, C, CUDA_R_32F, ldc, 0, 1,
+            CUBLAS_COMPUTE_32F);
+}
+void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc) {
+    gemm_ex(h, ta, tb, M, N, K, alpha, A, CUDA_R_16BF, lda, 0, B, ldb, 0, beta, C, CUDA_R_16BF, ldc, 0, 1,
+            CUBLAS_COMPUTE_32F);
 }
 
 void embed_forward(const int32_t* tok, int32_t B, int32_t T, int32_t C, const float* sos, const float* wte,
@@ -365,11 +372,13 @@ void rmsnorm_backward(const float* dout, const float* x, const float* g, const f
     IGPT_CUDA_LAUNCHED();
 }
 
-void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) {
+template <typename T> void add_bias_t(T* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) {
     const int64_t total = M * N;
-    IGPT_LAUNCH(add_bias_kernel, blocks_for(total, 256, 8192), 256, 0, s)(Y, b, N, total);
+    IGPT_LAUNCH(add_bias_kernel<T>, blocks_for(total, 256, 8192), 256, 0, s)(Y, b, N, total);
     IGPT_CUDA_LAUNCHED();
 }
+void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) { add_bias_t(Y, b, M, N, s); }
+void add_bias(uint16_t* Y, const float* b, int64_t M, int32_t N, cudaStream_t s) { add_bias_t(Y, b, M, N, s); }
 
 template <typename IT> void bias_grad_t(const IT* dY, int64_t M, int32_t N, float* db, cudaStream_t s) {
     if (M <= 0) return;
@@ -381,21 +390,21 @@ template <typename IT> void bias_grad_t(const IT* dY, int64_t M, int32_t N, floa
 void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s) { bias_grad_t(dY, M, N, db, s); }
 void bias_grad(const uint16_t* dY, int64_t M, int32_t N, float* db, cudaStream_t s) { bias_grad_t(dY, M, N, db, s); }
 
-template <typename OT> void gelu_forward_t(const float* x, int64_t n, OT* y, cudaStream_t s) {
-    IGPT_LAUNCH(gelu_forward_kernel<OT>, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
+template <typename T> void gelu_forward_t(const T* x, int64_t n, T* y, cudaStream_t s) {
+    IGPT_LAUNCH(gelu_forward_kernel<T>, blocks_for(n, 256, 8192), 256, 0, s)(x, n, y);
     IGPT_CUDA_LAUNCHED();
 }
 void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s) { gelu_forward_t(x, n, y, s); }
-void gelu_forward(const float* x, int64_t n, uint16_t* y, cudaStream_t s) { gelu_forward_t(x, n, y, s); }
+void gelu_forward(const uint16_t* x, int64_t n, uint16_t* y, cudaStream_t s) { gelu_forward_t(x, n, y, s); }
 
-template <typename OT> void gelu_backward_t(const float* dy, const float* x, int64_t n, OT* dx, cudaStream_t s) {
-    IGPT_LAUNCH(gelu_backward_kernel<OT>, blocks_for(n, 256, 8192), 256, 0, s)(dy, x, n, dx);
+template <typename T> void gelu_backward_t(const T* dy, const T* x, int64_t n, T* dx, cudaStream_t s) {
+    IGPT_LAUNCH(gelu_backward_kernel<T>, blocks_for(n, 256, 8192), 256, 0, s)(dy, x, n, dx);
     IGPT_CUDA_LAUNCHED();
 }
 void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s) {
     gelu_backward_t(dy, x, n, dx, s);
 }
-void gelu_backward(const float* dy, const float* x, int64_t n, uint16_t* dx, cudaStream_t s) {
+void gelu_backward(const uint16_t* dy, const uint16_t* x, int64_t n, uint16_t* dx, cudaStream_t s) {
     gelu_backward_t(dy, x, n, dx, s);
 }
 

@@ -30,10 +30,12 @@ void gemm_rm(cublasHandle_t h, GemmMath math, bool ta, bool tb, int64_t M, int64
              const float* A, int64_t lda, int64_t sA, const float* B, int64_t ldb, int64_t sB, float beta, float* C,
              int64_t ldc, int64_t sC, int64_t batch = 1);
 
-// Row-major C (M, N) = alpha * op(A) · op(B) + beta * C with A, B in bf16 (uint16_t bits) and C in f32,
-// f32 accumulation; as gemm_rm otherwise (one matrix).
+// Row-major C (M, N) = alpha * op(A) · op(B) + beta * C with A, B in bf16 (uint16_t bits) and C in f32 or
+// bf16, f32 accumulation; as gemm_rm otherwise (one matrix).
 void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                int64_t lda, const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_bf16(cublasHandle_t h, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+               int64_t lda, const uint16_t* B, int64_t ldb, float beta, uint16_t* C, int64_t ldc);
 
 // y = x rounded to bf16 (n elements).
 void to_bf16(const float* x, int64_t n, uint16_t* y, cudaStream_t s);
@@ -55,13 +57,15 @@ void rmsnorm_forward(const float* x, const float* g, float eps, int64_t M, int32
 void rmsnorm_backward(const float* dout, const float* x, const float* g, const float* rstd, int64_t M, int32_t C,
                       float* dx, float* dg, cudaStream_t s);
 
+// The elementwise ops come in f32 and in bf16 (uint16_t, all of an op's tensors); biases stay f32.
 void add_bias(float* Y, const float* b, int64_t M, int32_t N, cudaStream_t s);          // Y[m, :] += b
+void add_bias(uint16_t* Y, const float* b, int64_t M, int32_t N, cudaStream_t s);
 void bias_grad(const float* dY, int64_t M, int32_t N, float* db, cudaStream_t s);        // db += column sums
-void bias_grad(const uint16_t* dY, int64_t M, int32_t N, float* db, cudaStream_t s);     // of a bf16 dY
+void bias_grad(const uint16_t* dY, int64_t M, int32_t N, float* db, cudaStream_t s);
 void gelu_forward(const float* x, int64_t n, float* y, cudaStream_t s);                  // y = x sigmoid(1.702 x)
-void gelu_forward(const float* x, int64_t n, uint16_t* y, cudaStream_t s);               // y in bf16
+void gelu_forward(const uint16_t* x, int64_t n, uint16_t* y, cudaStream_t s);
 void gelu_backward(const float* dy, const float* x, int64_t n, float* dx, cudaStream_t s);  // dx may alias dy
-void gelu_backward(const float* dy, const float* x, int64_t n, uint16_t* dx, cudaStream_t s);  // dx in bf16
+void gelu_backward(const uint16_t* dy, const uint16_t* x, int64_t n, uint16_t* dx, cudaStream_t s);
 
 // Head-major copies: dst (B*NH, T, D) <- columns [col0, col0 + NH*D) of src (B*T rows, row stride ld).
 void to_heads(const float* src, int64_t ld, int64_t col0, int32_t B, int32_t T, int32_t NH, int32_t D, float* dst,
