@@ -100,17 +100,33 @@ template <int DP, typename S>
 __device__ __forceinline__ void load_tile(const S* __restrict__ src, int64_t ld, int32_t r0, int32_t T, int32_t D,
                                           uint16_t* rm, uint16_t* tr) {
     constexpr int Q4 = DP / 4;  // groups of 4 columns a row
-    for (int i = int(threadIdx.x); i < kTile * Q4; i += kThreads) {
-        const int r = i / Q4, c = (i % Q4) * 4;
-        uint2 v = {0u, 0u};
-        if (r0 + r < T && c < D) v = load4_bf16(src + int64_t(r0 + r) * ld + c);
-        if (rm) *reinterpret_cast<uint2*>(rm + r * Dims<DP>::kRow + c) = v;
-        if (tr) {
-            tr[(c + 0) * Dims<DP>::kCol + r] = uint16_t(v.x);
-            tr[(c + 1) * Dims<DP>::kCol + r] = uint16_t(v.x >> 16);
-            tr[(c + 2) * Dims<DP>::kCol + r] = uint16_t(v.y);
-            tr[(c + 3) * Dims<DP>::kCol + r] = uint16_t(v.y >> 16);
+    auto load4 = [&](int r, int c) {
+        return r0 + r < T && c < D ? load4_bf16(src + int64_t(r0 + r) * ld + c) : uint2{0u, 0u};
+    };
+    if (!tr) {  // consecutive threads along a row: coalesced loads, 8-byte stores
+        for (int i = int(threadIdx.x); i < kTile * Q4; i += kThreads) {
+            const int r = i / Q4, c = (i % Q4) * 4;
+            *reinterpret_cast<uint2*>(rm + r * Dims<DP>::kRow + c) = load4(r, c);
         }
+        return;
+    }
+    // Transposed: a thread takes rows 2p and 2p+1 at 4 columns and writes each column's pair as one word.
+    // A warp holds 16 pairs (p_lo) x 2 column groups (j_lo): each row's 32 bytes are one memory sector, and
+    // the words of tr's column (stride kCol = 72) fall in 32 different banks.
+    for (int i = int(threadIdx.x); i < kTile * Q4 / 2; i += kThreads) {
+        const int p_lo = i % 16, j_lo = (i / 16) % 2, p_hi = (i / 32) % 2, j_hi = i / 64;
+        const int r = 2 * (p_hi * 16 + p_lo), c = (j_hi * 2 + j_lo) * 4;
+        const uint2 a = load4(r, c), b = load4(r + 1, c);
+        if (rm) {
+            *reinterpret_cast<uint2*>(rm + r * Dims<DP>::kRow + c) = a;
+            *reinterpret_cast<uint2*>(rm + (r + 1) * Dims<DP>::kRow + c) = b;
+        }
+        auto* col = reinterpret_cast<uint32_t*>(tr + c * Dims<DP>::kCol + r);  // tr[c][r], tr[c][r + 1]
+        constexpr int W = Dims<DP>::kCol / 2;                                   // words a row of tr
+        col[0] = (a.x & 0xffffu) | (b.x << 16);
+        col[W] = (a.x >> 16) | (b.x & 0xffff0000u);
+        col[2 * W] = (a.y & 0xffffu) | (b.y << 16);
+        col[3 * W] = (a.y >> 16) | (b.y & 0xffff0000u);
     }
 }
 
