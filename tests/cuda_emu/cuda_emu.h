@@ -136,6 +136,7 @@ struct Block {
     std::vector<std::unique_ptr<Warp>> warps;
 };
 inline Block* g_block = nullptr;
+inline std::map<const void*, bool> g_barrier_free;  // per kernel: its first launch reached no barrier
 inline std::vector<float4> g_dynamic_smem;
 
 inline unsigned flat_thread() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
@@ -252,7 +253,7 @@ inline void run_block(unsigned n, const dim3& block, const std::function<void()>
     Fibers& f = g_fibers;
     if (f.ctx.size() < n) {
         f.ctx.resize(n);
-        while (f.stacks.size() < n) f.stacks.push_back(std::make_unique<char[]>(Fibers::kStack));
+        while (f.stacks.size() < n) f.stacks.emplace_back(new char[Fibers::kStack]);  // untouched until used
     }
     f.done.assign(n, 0);
     f.wait_gen.assign(n, nullptr);
@@ -293,9 +294,8 @@ template <typename F> void launch(dim3 grid, dim3 block, size_t smem, F&& kernel
     blockDim = block;
     g_dynamic_smem.assign((smem + 15) / 16, float4{0, 0, 0, 0});
 #ifndef IGPT_CUDA_EMU_THREADS
-    static std::map<const void*, bool> barrier_free;  // per kernel, from its first launch
-    const auto known = key ? barrier_free.find(key) : barrier_free.end();
-    const bool plain = known != barrier_free.end() && known->second;
+    const auto known = key ? g_barrier_free.find(key) : g_barrier_free.end();
+    const bool plain = known != g_barrier_free.end() && known->second;
     g_plain = plain;
     g_synced = false;
 #else
@@ -331,7 +331,7 @@ template <typename F> void launch(dim3 grid, dim3 block, size_t smem, F&& kernel
                 g_block = nullptr;
             }
 #ifndef IGPT_CUDA_EMU_THREADS
-    if (key && !plain) barrier_free[key] = !g_synced;
+    if (key && !plain) g_barrier_free[key] = !g_synced;
     g_plain = false;
 #endif
 }
