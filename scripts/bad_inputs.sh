@@ -144,6 +144,8 @@ if "$igpt" train --help >/dev/null 2>&1; then
     row "Resume from a damaged checkpoint" "$igpt" train --data bad_label.bin --out run4 --resume --steps 1
     row "Continue a truncated model (--init)" "$igpt" train --data emptydir --init truncated.safetensors --out run5
     row "Continue a model with another shape" "$igpt" train --data emptydir --init model.safetensors --width 64 --out run6
+    row "CUDA trainer options that do not go together" "$igpt" train-bench -c tiny --device cuda --cuda-math mixed \
+        --cuda-attention gemm
 fi
 # Output that cannot be written.
 cp model.safetensors keep.safetensors
