@@ -139,7 +139,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     echo "$fails" | grep -q "bf16+flash" && flash_ok=0
     echo "$fails" | grep -q "mixed+flash" && mixed_ok=0
     if command -v compute-sanitizer >/dev/null; then
-        (cd "$BUILD/tests" && step "compute-sanitizer memcheck [sanitize]" "$OUT/tests.txt" 60 \
+        (cd "$BUILD/tests" && step "compute-sanitizer memcheck [sanitize]" "$OUT/tests.txt" 120 \
             compute-sanitizer --tool memcheck --error-exitcode 3 "$TESTS" "[sanitize]" --reporter compact)
     fi
 fi
@@ -198,6 +198,13 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
         fi
     done
     note "training with --cuda-math ${math:-?} --cuda-attention ${attention:-?}"
+    # within BUDGET: a clean stop (SIGTERM at TRAIN_SECONDS + 45), the export and the logs need ~120 s more
+    if [ $(($(left) - 120)) -lt "$TRAIN_SECONDS" ]; then
+        TRAIN_SECONDS=$(($(left) - 120))
+        note "training shortened to $TRAIN_SECONDS s to stay within BUDGET"
+    fi
+fi
+if [ "$TRAIN_SECONDS" -ge 30 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar.gz" ]; then
     # the step count that fits: 85% of the bench's rate (the trainer samples batches and evaluates too)
     steps=$(python3 -c "print(max(50, int($TRAIN_SECONDS * ${rate:-0} * 0.85 / ($TRAIN_BATCH * 1024))))")
     note "training $TRAIN_CONFIG for about $TRAIN_SECONDS s: ${rate:-?} tokens/s in the bench -> $steps steps of $TRAIN_BATCH"
@@ -205,7 +212,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
     # a fresh model of TRAIN_CONFIG on tiny's palette, or TRAIN_INIT's weights continued (its shape and palette)
     model_args=(--config "$TRAIN_CONFIG" --palette assets/models/tiny.safetensors)
     [ -n "${TRAIN_INIT:-}" ] && model_args=(--init "$TRAIN_INIT")
-    step "igpt train $TRAIN_CONFIG" "$TL" $((TRAIN_SECONDS + 120)) timeout -s TERM $((TRAIN_SECONDS + 90)) \
+    step "igpt train $TRAIN_CONFIG" "$TL" $((TRAIN_SECONDS + 75)) timeout -s TERM $((TRAIN_SECONDS + 45)) \
         "$IGPT" train --data $data/train --val-data $data/test "${model_args[@]}" \
         --cache-dir $data/cache --crop-scale 1 --batch "$TRAIN_BATCH" --steps "$steps" \
         --lr "$TRAIN_LR" --warmup $((steps / 20 + 20)) --eval-every $((steps / 8 + 1)) --eval-images 256 \
@@ -215,7 +222,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
     grep -E "^(trained|val bits|model|exported|stopped)" "$TL" | keep
     [ -f $run/metrics.jsonl ] && tail -2 $run/metrics.jsonl | keep
 elif [ "$TRAIN_SECONDS" -gt 0 ]; then
-    note "training: skipped (training tests failed, or no $DEV/cifar10-jpg.tar.gz)"
+    note "training: skipped (training tests failed, no $DEV/cifar10-jpg.tar.gz, or under 30 s of BUDGET left)"
 fi
 
 # --- 6. the PyTorch sides ----------------------------------------------------------------------------------
