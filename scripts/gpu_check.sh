@@ -37,6 +37,7 @@ DEV=${DEV:-$ROOT/.cache/dev}
 JOBS=${JOBS:-$(nproc)}
 BUDGET=${BUDGET:-560}
 TRAIN_SECONDS=${TRAIN_SECONDS:-0}
+TRAIN_ASKED=$TRAIN_SECONDS
 TRAIN_CONFIG=${TRAIN_CONFIG:-small}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
 TRAIN_LR=${TRAIN_LR:-1.5e-3}
@@ -221,7 +222,7 @@ if [ "$TRAIN_SECONDS" -ge 30 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.ta
     { echo "== metrics.jsonl"; cat $run/metrics.jsonl; echo "== baselines.json"; cat $run/baselines.json; } >>"$TL" 2>&1
     grep -E "^(trained|val bits|model|exported|stopped)" "$TL" | keep
     [ -f $run/metrics.jsonl ] && tail -2 $run/metrics.jsonl | keep
-elif [ "$TRAIN_SECONDS" -gt 0 ]; then
+elif [ "$TRAIN_ASKED" -gt 0 ]; then
     note "training: skipped (training tests failed, no $DEV/cifar10-jpg.tar.gz, or under 30 s of BUDGET left)"
 fi
 
