@@ -27,7 +27,9 @@
 #   device tool:  run(command="TRAIN_SECONDS=180 bash scripts/gpu_check.sh", carry=[".cache/dev"], timeout_s=600)
 #
 # Environment: OUT (log folder, default out/gpu_check), DEV (default .cache/dev), JOBS (default: all cores),
-# BUDGET (seconds the whole script may take, default 560), BATCHES, SKIP_TORCH=1, SKIP_TESTS=1, TORCH_ARGS.
+# BUDGET (seconds the whole script may take, default 560), BATCHES, SKIP_TORCH=1, SKIP_TESTS=1, SKIP_BENCH=1
+# (steps 3 and 4), TORCH_ARGS. Everything does not fit one 10-minute call any more: a first call without
+# training (TRAIN_SECONDS=0), then one with SKIP_TESTS=1 SKIP_BENCH=1 SKIP_TORCH=1 and TRAIN_SECONDS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -145,34 +147,38 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     fi
 fi
 
-# --- 3. inference speed: igpt bench, iGPT-S shape ------------------------------------------------------
-for b in ${BATCHES:-1 8 32}; do
-    step "igpt bench S batch $b" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_PROFILE=1 "$IGPT" bench \
-        -c S --device cuda --batch "$b" --repeats 2
-done
-step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
-    -c S --device cuda --batch 8 --repeats 2
-# Not the defaults yet (written without a GPU): the GEMV phases on tensor cores (IGPT_CUDA_MMA=1), the
-# prompt's keys and values read from sample 0's copy (IGPT_CUDA_SHARED_KV=1), and both.
-for v in "MMA 8" "MMA 1" "SHARED_KV 8" "MMA,SHARED_KV 8"; do
-    set -- $v
-    envs=()
-    for f in ${1//,/ }; do envs+=("IGPT_CUDA_$f=1"); done
-    step "igpt bench S batch $2, fused + $1" "$OUT/bench_igpt.txt" 90 env "${envs[@]}" IGPT_CUDA_PROFILE=1 \
-        "$IGPT" bench -c S --device cuda --batch "$2" --repeats 2
-done
-grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
-
-# --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
-for shape in "--layers 8" ""; do
-    for v in "bf16 gemm" "bf16 flash" "mixed auto"; do
-        set -- $v
-        step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 \
-            env IGPT_CUDA_PROFILE=1 "$IGPT" train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda \
-            --cuda-math $1 --cuda-attention $2
+# --- 3 and 4: igpt's inference and training benchmarks (SKIP_BENCH=1 skips both) --------------------------
+if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    # --- 3. inference speed: igpt bench, iGPT-S shape ------------------------------------------------------
+    for b in ${BATCHES:-1 8 32}; do
+        step "igpt bench S batch $b" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_PROFILE=1 "$IGPT" bench \
+            -c S --device cuda --batch "$b" --repeats 2
     done
-done
-grep -E "^(train bench|whole step|forward|profile|RESULT)" "$OUT/bench_train.txt" | keep
+    step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
+        -c S --device cuda --batch 8 --repeats 2
+    # Not the defaults yet (written without a GPU): the GEMV phases on tensor cores (IGPT_CUDA_MMA=1), the
+    # prompt's keys and values read from sample 0's copy (IGPT_CUDA_SHARED_KV=1), and both.
+    for v in "MMA 8" "MMA 1" "SHARED_KV 8" "MMA,SHARED_KV 8"; do
+        set -- $v
+        envs=()
+        for f in ${1//,/ }; do envs+=("IGPT_CUDA_$f=1"); done
+        step "igpt bench S batch $2, fused + $1" "$OUT/bench_igpt.txt" 90 env "${envs[@]}" IGPT_CUDA_PROFILE=1 \
+            "$IGPT" bench -c S --device cuda --batch "$2" --repeats 2
+    done
+    grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
+
+    # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
+    for shape in "--layers 8" ""; do
+        for v in "bf16 gemm" "bf16 flash" "mixed auto"; do
+            set -- $v
+            step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 \
+                env IGPT_CUDA_PROFILE=1 "$IGPT" train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda \
+                --cuda-math $1 --cuda-attention $2
+        done
+    done
+    grep -E "^(train bench|whole step|forward|profile|RESULT)" "$OUT/bench_train.txt" | keep
+
+fi
 
 # --- 5. a model trained on CIFAR-10 (JPEG copy) --------------------------------------------------------
 if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar.gz" ]; then
