@@ -1,8 +1,9 @@
 // CUDA kernels of the trainer (issue 6): the device versions of grad_ops.h, for a batch of B images at
-// once (M = B*T rows), all f32 in memory. The GEMMs go through cuBLAS (gemm_rm below): exact f32, or f32
-// storage with bf16 / tf32 tensor-core compute and f32 accumulation. Attention is written out as batched
-// GEMMs over (image, head) on head-major copies of q, k, v (B*NH, T, D), with the probabilities kept for
-// the backward pass, as the CPU trainer does.
+// once (M = B*T rows), f32 in memory (some also in bf16, as uint16_t, for --cuda-math mixed). The GEMMs go
+// through cuBLAS: gemm_rm (exact f32, or f32 storage with bf16 / tf32 tensor-core compute and f32
+// accumulation) and gemm_bf16 (bf16 storage). The attention here is written out as batched GEMMs over
+// (image, head) on head-major copies of q, k, v (B*NH, T, D), with the probabilities kept for the backward
+// pass, as the CPU trainer does; flash_attn.cuh has the flash-style one.
 //
 // Conventions as in grad_ops.h: row-major, matrices [out, in]; a backward that says "+=" accumulates.
 // Every launcher enqueues on `stream` and returns at once.
