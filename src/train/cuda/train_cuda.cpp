@@ -368,16 +368,12 @@ private:
         }
         dres_ = act_.get<float>(M * C);
         dln_ = act_.get<float>(M * C);
-        if (mixed_) {  // the gradients that feed GEMMs (and attention), in bf16
+        datty_ = typed(M * C);  // the gradients that feed GEMMs and attention
+        dfc_ = typed(M * H);
+        dqkv_ = typed(M * 3 * C);
+        if (mixed_) {  // bf16 copies of f32 gradients, as GEMM inputs
             dres_h_ = act_.get<uint16_t>(M * C);
-            datty_h_ = act_.get<uint16_t>(M * C);
-            dfc_h_ = act_.get<uint16_t>(M * H);
-            dqkv_h_ = act_.get<uint16_t>(M * 3 * C);
             dlogits_h_ = act_.get<uint16_t>(M * V);
-        } else {
-            datty_ = act_.get<float>(M * C);
-            dfc_ = act_.get<float>(M * H);
-            dqkv_ = act_.get<float>(M * 3 * C);
         }
         host_nll_.resize(M);
         batch_ = B;
@@ -472,7 +468,7 @@ private:
         const int64_t BH = int64_t(B) * NH, TT = int64_t(T) * T, TD = int64_t(T) * D;
         float *q = heads_[0], *k = heads_[1], *v = heads_[2], *dq = heads_[4], *dk = heads_[5], *dv = heads_[6],
               *dO = heads_[7];
-        ct::to_heads(datty_, C, 0, B, T, NH, D, dO, s_);
+        ct::to_heads(as<float>(datty_), C, 0, B, T, NH, D, dO, s_);
         const float* qkv = as<float>(a.qkv);
         ct::to_heads(qkv, 3 * C, 0, B, T, NH, D, q, s_);
         ct::to_heads(qkv, 3 * C, C, B, T, NH, D, k, s_);
@@ -483,9 +479,10 @@ private:
         ct::softmax_backward(dP_, a.att, BH, T, att_scale, s_);
         ct::gemm_rm(blas_, math_, false, false, T, D, T, 1.0f, dP_, T, TT, k, D, TD, 0.0f, dq, D, TD, BH);
         ct::gemm_rm(blas_, math_, true, false, T, D, T, 1.0f, dP_, T, TT, q, D, TD, 0.0f, dk, D, TD, BH);
-        ct::from_heads(dq, B, T, NH, D, dqkv_, 3 * C, 0, s_);  // (f32 only: mixed runs flash attention)
-        ct::from_heads(dk, B, T, NH, D, dqkv_, 3 * C, C, s_);
-        ct::from_heads(dv, B, T, NH, D, dqkv_, 3 * C, 2 * C, s_);
+        float* dqkv = as<float>(dqkv_);  // (f32 only: mixed runs flash attention)
+        ct::from_heads(dq, B, T, NH, D, dqkv, 3 * C, 0, s_);
+        ct::from_heads(dk, B, T, NH, D, dqkv, 3 * C, C, s_);
+        ct::from_heads(dv, B, T, NH, D, dqkv, 3 * C, 2 * C, s_);
     }
 
     void forward(int32_t B, bool grad, float scale) {
@@ -535,15 +532,11 @@ private:
     template <typename A> void backward_t(int32_t B) {
         const int32_t T = cfg_.n_ctx(), C = cfg_.width, H = cfg_.hidden(), V = cfg_.vocab;
         const int64_t M = int64_t(B) * T;
-        constexpr bool f32 = std::is_same_v<A, float>;
         IGPT_CUDA_CHECK(cudaMemsetAsync(dres_, 0, size_t(M) * C * 4, s_));
         const A* dlogits = gemm_input<A>(logits_, M * V, dlogits_h_);  // cross_entropy left d(logits) there
         linear_back(dlogits, as<A>(lnf_), w_.head_w, M, C, V, dln_, g_.head_w, nullptr);
         ct::rmsnorm_backward(dln_, res_[size_t(cfg_.layers)], w_.lnf_g, rstdf_, M, C, dres_, g_.lnf_g, s_);
-        // the gradients that feed GEMMs and attention: f32, or bf16 (mixed)
-        A* dfc = f32 ? reinterpret_cast<A*>(dfc_) : reinterpret_cast<A*>(dfc_h_);
-        A* datty = f32 ? reinterpret_cast<A*>(datty_) : reinterpret_cast<A*>(datty_h_);
-        A* dqkv = f32 ? reinterpret_cast<A*>(dqkv_) : reinterpret_cast<A*>(dqkv_h_);
+        A *dfc = as<A>(dfc_), *datty = as<A>(datty_), *dqkv = as<A>(dqkv_);
         for (int32_t l = cfg_.layers - 1; l >= 0; --l) {
             const LayerWeights<float>& lw = w_.layers[size_t(l)];
             const LayerWeights<float>& lg = g_.layers[size_t(l)];
@@ -553,14 +546,14 @@ private:
                         nullptr);
             if (lg.mproj_b) ct::bias_grad(dres_, M, C, lg.mproj_b, s_);
             ct::gelu_backward(dfc, as<A>(a.fc), M * H, dfc, s_);  // in place
-            linear_back(static_cast<const A*>(dfc), as<A>(a.ln2), lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
+            linear_back(dfc, as<A>(a.ln2), lw.fc_w, M, C, H, dln_, lg.fc_w, lg.fc_b);
             ct::rmsnorm_backward(dln_, a.res_mid, lw.ln2_g, a.rstd2, M, C, dres_, lg.ln2_g, s_);
             // attention branch: res_mid = res[l] + proj(attn(qkv(norm(res[l]))))
             linear_back(gemm_input<A>(dres_, M * C, dres_h_), as<A>(a.atty), lw.proj_w, M, C, C, datty, lg.proj_w,
                         nullptr);
             if (lg.proj_b) ct::bias_grad(dres_, M, C, lg.proj_b, s_);
             attention_backward<A>(a, B, datty, dqkv);
-            linear_back(static_cast<const A*>(dqkv), as<A>(a.ln1), lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
+            linear_back(dqkv, as<A>(a.ln1), lw.qkv_w, M, C, 3 * C, dln_, lg.qkv_w, lg.qkv_b);
             ct::rmsnorm_backward(dln_, res_[size_t(l)], lw.ln1_g, a.rstd1, M, C, dres_, lg.ln1_g, s_);
         }
         ct::embed_backward(dres_, cur_tok_, B, T, C, g_.sos, g_.wte, g_.wpe, s_);
@@ -606,9 +599,9 @@ private:
     float *rstdf_ = nullptr, *logits_ = nullptr, *row_nll_ = nullptr;
     float* heads_[8] = {};
     float* delta_ = nullptr;  // flash attention's backward scratch (B*NH, T)
-    float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr, *dqkv_ = nullptr, *datty_ = nullptr, *dfc_ = nullptr;
-    uint16_t *dres_h_ = nullptr, *datty_h_ = nullptr, *dfc_h_ = nullptr, *dqkv_h_ = nullptr,
-             *dlogits_h_ = nullptr;  // mixed
+    float *dP_ = nullptr, *dres_ = nullptr, *dln_ = nullptr;
+    void *datty_ = nullptr, *dfc_ = nullptr, *dqkv_ = nullptr;  // as LayerBufs' (f32 or bf16)
+    uint16_t *dres_h_ = nullptr, *dlogits_h_ = nullptr;          // mixed: bf16 copies of dres_ and d(logits)
     std::vector<float> host_nll_;
 };
 
