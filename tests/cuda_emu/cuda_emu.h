@@ -359,6 +359,14 @@ inline float bf16_to_f32(uint16_t h) {
     std::memcpy(&f, &u, 4);
     return f;
 }
+// f32 -> bf16 bits, rounded to nearest even (a NaN stays a quiet NaN), as __float2bfloat16_rn.
+inline uint16_t f32_to_bf16(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return uint16_t(u >> 16);
+}
 
 }  // namespace cuda_emu
 

@@ -111,13 +111,13 @@ namespace cuda_emu {
 inline double gemm_input(const void* base, cudaDataType t, int64_t i, cublasComputeType_t ct) {
     if (t == CUDA_R_16BF) return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
     float x = static_cast<const float*>(base)[i];
-    if (ct == CUBLAS_COMPUTE_32F_FAST_16BF || ct == CUBLAS_COMPUTE_32F_FAST_TF32) {
-        const int drop = ct == CUBLAS_COMPUTE_32F_FAST_16BF ? 16 : 13;  // mantissa bits the format lacks
+    if (ct == CUBLAS_COMPUTE_32F_FAST_16BF) return bf16_to_f32(f32_to_bf16(x));
+    if (ct == CUBLAS_COMPUTE_32F_FAST_TF32) {  // 10 mantissa bits: drop 13, rounding to nearest even
         uint32_t u;
         std::memcpy(&u, &x, 4);
-        if ((u & 0x7fffffffu) <= 0x7f800000u) {  // not NaN: round to nearest even
-            u += (1u << (drop - 1)) - 1u + ((u >> drop) & 1u);
-            u &= ~((1u << drop) - 1u);
+        if ((u & 0x7fffffffu) <= 0x7f800000u) {  // not NaN
+            u += 0xfffu + ((u >> 13) & 1u);
+            u &= ~0x1fffu;
         }
         std::memcpy(&x, &u, 4);
     }
@@ -146,14 +146,8 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation
                 const int64_t ic = oc + i + int64_t(j) * ldc;
                 const double prior = be == 0.0f ? 0.0 : double(be) * cuda_emu::gemm_input(C, ctype, ic, CUBLAS_COMPUTE_32F);
                 const float out = float(al * s + prior);
-                if (ctype == CUDA_R_16BF) {  // rounded to nearest even
-                    uint32_t u;
-                    std::memcpy(&u, &out, 4);
-                    u += 0x7fffu + ((u >> 16) & 1u);
-                    static_cast<uint16_t*>(C)[ic] = uint16_t(u >> 16);
-                } else {
-                    static_cast<float*>(C)[ic] = out;
-                }
+                if (ctype == CUDA_R_16BF) static_cast<uint16_t*>(C)[ic] = cuda_emu::f32_to_bf16(out);
+                else static_cast<float*>(C)[ic] = out;
             }
     }
     return CUBLAS_STATUS_SUCCESS;

@@ -5,9 +5,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
-#ifdef IGPT_CUDA_EMU
-#include <cstring>
-#else
+#ifndef IGPT_CUDA_EMU
 #include <cuda_bf16.h>
 #endif
 
@@ -15,13 +13,7 @@ namespace igpt::cuda {
 IGPT_EMU_NAMESPACE_BEGIN
 
 #ifdef IGPT_CUDA_EMU
-inline uint16_t bf16_bits(float x) {  // round to nearest even, as __float2bfloat16_rn
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return uint16_t(u >> 16);
-}
+inline uint16_t bf16_bits(float x) { return cuda_emu::f32_to_bf16(x); }
 inline float bf16_float(uint16_t h) { return cuda_emu::bf16_to_f32(h); }
 #else
 __device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
