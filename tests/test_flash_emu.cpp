@@ -18,8 +18,10 @@
 #include <vector>
 
 #include "flash_attn_kernels.cuh"
+#include "compare.h"
 
 namespace fl = igpt::cuda::flash;
+using igpt_test::normalised_error;
 
 namespace {
 
@@ -94,18 +96,6 @@ Reference reference(const Case& c, const std::vector<float>& qkv, const std::vec
     return r;
 }
 
-// max |got - want| over the elements where `pick` holds, relative to max |want| there.
-template <typename Pick>
-double normalised_error(const std::vector<float>& got, const std::vector<double>& want, Pick pick) {
-    double worst = 0, scale = 1e-30;
-    for (size_t i = 0; i < want.size(); ++i) {
-        if (!pick(i)) continue;
-        const double e = std::fabs(double(got[i]) - want[i]);
-        worst = std::isnan(e) ? INFINITY : std::max(worst, e);
-        scale = std::max(scale, std::fabs(want[i]));
-    }
-    return worst / scale;
-}
 
 }  // namespace
 
@@ -165,19 +155,19 @@ TEST_CASE("flash attention kernels (run on CPU threads) match double-precision a
         };
 
         const Reference ref = reference(c, qkv, dout, scale);
-        const auto all = [](size_t) { return true; };
         const auto part = [&](int which) { return [&, which](size_t i) { return int64_t(i) % (3 * C) / C == which; }; };
         for (const bool bf16 : {false, true}) {  // the trainer's --cuda-math bf16 (f32 tensors) and mixed
             std::vector<float> o, lse2, dqkv;
             if (bf16) run_dp(uint16_t{}, o, lse2, dqkv);
             else run_dp(float{}, o, lse2, dqkv);
-            const double e_o = normalised_error(o, ref.o, all);
+            const double e_o = normalised_error(o.data(), ref.o.data(), o.size());
             double e_lse = 0;
             for (size_t i = 0; i < lse2.size(); ++i)
                 e_lse = std::isnan(lse2[i]) ? INFINITY : std::max(e_lse, std::fabs(double(lse2[i]) - ref.lse2[i]));
-            const double e_dq = normalised_error(dqkv, ref.dqkv, part(0)),
-                         e_dk = normalised_error(dqkv, ref.dqkv, part(1)),
-                         e_dv = normalised_error(dqkv, ref.dqkv, part(2));
+            auto dqkv_error = [&](int which) {
+                return normalised_error(dqkv.data(), ref.dqkv.data(), dqkv.size(), part(which));
+            };
+            const double e_dq = dqkv_error(0), e_dk = dqkv_error(1), e_dv = dqkv_error(2);
             std::printf("flash emu check: %s B %d T %d heads %d dim %d: o %.2e, lse2 %.2e (abs), dq %.2e, dk %.2e, "
                         "dv %.2e\n",
                         bf16 ? "bf16" : "f32 ", c.B, c.T, c.NH, c.D, e_o, e_lse, e_dq, e_dk, e_dv);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "compare.h"
 #include "error.h"
 #include "model.h"
 #include "optim.h"
@@ -26,6 +27,7 @@
 
 using namespace igpt;
 using namespace igpt::train;
+using igpt_test::normalised_error;  // (the GPU's tensor, the CPU's): relative to the CPU's largest value
 using igpt_test::random_tokens;
 
 namespace {
@@ -65,16 +67,6 @@ std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
     std::normal_distribution<float> d(0.0f, 0.5f);
     for (float& x : m.params) x += 0.1f * d(gen);  // away from init's exact zeros and ones (biases, gains)
     return m.params;
-}
-
-// max |a - b| over a tensor, relative to max |b| (the CPU's).
-double normalised_error(const float* a, const float* b, size_t n) {
-    double worst = 0, scale = 1e-12;
-    for (size_t i = 0; i < n; ++i) {
-        worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
-        scale = std::max(scale, std::fabs(double(b[i])));
-    }
-    return std::isfinite(worst) ? worst / scale : INFINITY;
 }
 #endif
 
