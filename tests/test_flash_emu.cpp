@@ -149,9 +149,7 @@ TEST_CASE("flash attention kernels (run on CPU threads) match double-precision a
             dqkv32 = to_f(dq);
         };
         auto run_dp = [&](auto storage, std::vector<float>& o, std::vector<float>& lse2, std::vector<float>& dqkv) {
-            if (c.D <= 16) run(std::integral_constant<int, 16>{}, storage, o, lse2, dqkv);
-            else if (c.D <= 32) run(std::integral_constant<int, 32>{}, storage, o, lse2, dqkv);
-            else run(std::integral_constant<int, 64>{}, storage, o, lse2, dqkv);
+            fl::dispatch_dp(c.D, [&](auto dp) { run(dp, storage, o, lse2, dqkv); });
         };
 
         const Reference ref = reference(c, qkv, dout, scale);

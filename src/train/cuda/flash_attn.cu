@@ -5,18 +5,7 @@
 namespace igpt::cuda::train {
 IGPT_EMU_NAMESPACE_BEGIN
 
-namespace {
-
 namespace fl = igpt::cuda::flash;
-
-// Calls f with the padded head dimension (16, 32 or 64) as a compile-time constant.
-template <typename F> void dispatch_dp(int32_t D, F&& f) {
-    if (D <= 16) f(std::integral_constant<int, 16>{});
-    else if (D <= 32) f(std::integral_constant<int, 32>{});
-    else f(std::integral_constant<int, 64>{});
-}
-
-}  // namespace
 
 bool flash_supported(int32_t head_dim) { return head_dim > 0 && head_dim % 4 == 0 && head_dim <= 64; }
 
@@ -25,7 +14,7 @@ void flash_forward(const S* qkv, int32_t B, int32_t T, int32_t NH, int32_t D, fl
                    cudaStream_t s) {
     if (!flash_supported(D)) throw Error("flash attention: head dimension " + std::to_string(D) + " is not supported");
     const fl::Shape sh = fl::make_shape(T, NH, D, scale);
-    dispatch_dp(D, [&](auto dp) {
+    fl::dispatch_dp(D, [&](auto dp) {
         const auto kernel = fl::forward_kernel<decltype(dp)::value, S>;
         IGPT_LAUNCH(kernel, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, o, lse2, sh);
     });
@@ -39,7 +28,7 @@ void flash_backward(const S* qkv, const S* o, const S* dout, const float* lse2, 
     const fl::Shape sh = fl::make_shape(T, NH, D, scale);
     IGPT_LAUNCH(fl::delta_kernel<S>, fl::delta_grid(sh, B), fl::kThreads, 0, s)(dout, o, delta, int64_t(B) * T, sh);
     IGPT_CUDA_LAUNCHED();
-    dispatch_dp(D, [&](auto dp) {
+    fl::dispatch_dp(D, [&](auto dp) {
         const auto dkdv = fl::dkdv_kernel<decltype(dp)::value, S>;
         const auto dq = fl::dq_kernel<decltype(dp)::value, S>;
         IGPT_LAUNCH(dkdv, fl::tile_grid(sh, B), fl::kThreads, 0, s)(qkv, dout, lse2, delta, dqkv, sh);

@@ -19,6 +19,7 @@
 // recomputes P from it.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "bf16.cuh"
 #include "cuda/common.cuh"
@@ -59,6 +60,12 @@ inline dim3 tile_grid(const Shape& sh, int32_t B) {  // forward, dkdv, dq: (tile
 inline dim3 delta_grid(const Shape& sh, int32_t B) {  // one warp per (row, head)
     const int64_t warps = int64_t(B) * sh.T * sh.NH;
     return dim3(unsigned((warps + kThreads / 32 - 1) / (kThreads / 32)));
+}
+// Calls f with the padded head dimension DP (16, 32 or 64) for head dimension D, as a compile-time constant.
+template <typename F> void dispatch_dp(int32_t D, F&& f) {
+    if (D <= 16) f(std::integral_constant<int, 16>{});
+    else if (D <= 32) f(std::integral_constant<int, 32>{});
+    else f(std::integral_constant<int, 64>{});
 }
 
 // --- the tensor-core product ------------------------------------------------------------------------------
