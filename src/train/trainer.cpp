@@ -102,6 +102,11 @@ TrainOptions TrainOptions::from_json(const std::string& s) {
     return o;
 }
 
+std::string cuda_attention_for(const std::string& math, const std::string& attention) {
+    if (attention != "auto") return attention;
+    return math == "mixed" ? "flash" : "gemm";
+}
+
 std::string hardware_description(int32_t threads) {
     std::ifstream f("/proc/cpuinfo");
     std::string line, model = "unknown CPU";

@@ -95,4 +95,8 @@ Model model_from_checkpoint(const std::string& ckpt_path, const std::string& pro
 // "AMD EPYC ..., 2 threads" from /proc/cpuinfo.
 std::string hardware_description(int32_t threads);
 
+// The attention the CUDA trainer runs for --cuda-attention `attention` with --cuda-math `math`: "auto" is
+// flash with mixed (which needs it) and gemm otherwise; "gemm" and "flash" are themselves.
+std::string cuda_attention_for(const std::string& math, const std::string& attention);
+
 }  // namespace igpt::train

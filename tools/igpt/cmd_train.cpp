@@ -228,11 +228,7 @@ void run_train_bench(const TrainBenchArgs& a) {
                 flops / step_best / (gpu ? 1e12 : 1e9), gpu ? "TFLOP/s" : "GFLOP/s");
     std::printf("forward + backward%s: %.4f s, %.0f tokens/s\n", device_opt ? " (weights in, gradients out)" : "",
                 fb_best, tokens / fb_best);
-    // the attention that ran: "auto" is flash with mixed, gemm otherwise (train_cuda.h)
-    const std::string attention = !gpu                         ? "cpu"
-                                  : a.cuda_attention != "auto" ? a.cuda_attention
-                                  : a.cuda_math == "mixed"     ? "flash"
-                                                               : "gemm";
+    const std::string attention = gpu ? igpt::train::cuda_attention_for(a.cuda_math, a.cuda_attention) : "cpu";
     std::printf("RESULT igpt-train device=%s math=%s attention=%s config=%s params=%lld batch=%d tokens_per_s=%.0f "
                 "fb_tokens_per_s=%.0f\n",
                 a.device.c_str(), gpu ? a.cuda_math.c_str() : "f32", attention.c_str(), cfg.name.c_str(),

@@ -16,6 +16,7 @@
 #include "error.h"
 #include "flash_attn.cuh"
 #include "train_kernels.cuh"
+#include "trainer.h"
 
 namespace igpt::train {
 IGPT_EMU_NAMESPACE_BEGIN
@@ -613,7 +614,7 @@ std::unique_ptr<StepCompute> make_cuda_step_compute(const ModelConfig& cfg, cons
     if (attention != "auto" && attention != "gemm" && attention != "flash")
         throw Error("unknown CUDA attention '" + attention + "' (use auto, gemm or flash)");
     const bool mixed = m == ct::GemmMath::MIXED;
-    const bool flash = attention == "flash" || (attention == "auto" && mixed);
+    const bool flash = cuda_attention_for(math, attention) == "flash";
     if (mixed && !flash)
         throw Error("--cuda-math mixed runs with flash attention (its activations are bf16): drop --cuda-attention "
                     "gemm, or use --cuda-math bf16");
