@@ -21,6 +21,7 @@
 #include "optim.h"
 #include "test_util.h"
 #include "train_model.h"
+#include "trainer.h"
 #ifdef IGPT_TRAIN_CUDA
 #include "cuda/train_cuda.h"
 #endif
@@ -57,8 +58,7 @@ struct Variant {
 };
 constexpr Variant kVariants[] = {{"f32", "gemm"}, {"bf16", "gemm"}, {"bf16", "flash"}, {"mixed", "auto"}};
 std::string variant_name(const Variant& v) {  // "f32", "bf16", "bf16+flash", "mixed+flash"
-    const bool flash = std::string(v.attention) == "flash" || std::string(v.math) == "mixed";
-    return std::string(v.math) + (flash ? "+flash" : "");
+    return std::string(v.math) + (cuda_attention_for(v.math, v.attention) == "flash" ? "+flash" : "");
 }
 
 std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
@@ -67,6 +67,32 @@ std::vector<float> perturbed_params(const ModelConfig& cfg, uint64_t seed) {
     std::normal_distribution<float> d(0.0f, 0.5f);
     for (float& x : m.params) x += 0.1f * d(gen);  // away from init's exact zeros and ones (biases, gains)
     return m.params;
+}
+
+// One forward/backward of batch `tok` (B images) from `params` on the CPU trainer and on `gpu`: checks the
+// loss and every tensor's gradient (exact: the f32 tolerances, else the bf16 ones), printing each under
+// `label`. Returns the gradients, CPU's then GPU's.
+std::pair<std::vector<float>, std::vector<float>> check_gradients(TrainCompute& cpu, StepCompute& gpu,
+                                                                  const ModelConfig& cfg,
+                                                                  const std::vector<float>& params,
+                                                                  const std::vector<int32_t>& tok, int32_t B,
+                                                                  bool exact, const std::string& label) {
+    const float scale = 1.0f / float(B * cfg.n_ctx());
+    std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
+    const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
+    const double lg = gpu.forward_backward(params.data(), tok.data(), B, scale, gg.data());
+    const double tol = exact ? 1e-4 : 5e-2;
+    std::printf("cuda train check: %s: loss cpu %.6f cuda %.6f (relative %.2e)\n", label.c_str(), lc, lg,
+                std::fabs(lg - lc) / lc);
+    CHECK(std::fabs(lg - lc) / lc < (exact ? 1e-5 : 1e-2));
+    for (const ParamSpec& s : param_layout(cfg)) {
+        const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
+        std::printf("cuda train check: %s: gradient %-18s normalised error %.3g (tolerance %.3g)\n", label.c_str(),
+                    s.name.c_str(), e, tol);
+        INFO(label << ": gradient of " << s.name);
+        CHECK(e <= tol);
+    }
+    return {gc, gg};
 }
 #endif
 
@@ -86,21 +112,10 @@ TEST_CASE("cuda train: every tensor's gradient and the per-pixel loss agree with
             const float scale = 1.0f / float(B * T);
             TrainCompute cpu(cfg, 2);
             auto gpu = make_cuda_step_compute(cfg, var.math, var.attention);
-            std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
-            const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
-            const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
             const bool exact = math == "f32";
             const double tol = exact ? 1e-4 : 5e-2;
-            std::printf("cuda train check: %s bias %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math.c_str(), int(bias), lc,
-                        lg, std::fabs(lg - lc) / lc);
-            CHECK(std::fabs(lg - lc) / lc < (exact ? 1e-5 : 1e-2));
-            for (const ParamSpec& s : param_layout(cfg)) {
-                const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
-                std::printf("cuda train check: %s bias %d: gradient %-18s normalised error %.3g (tolerance %.3g)\n",
-                            math.c_str(), int(bias), s.name.c_str(), e, tol);
-                INFO(math << " bias " << bias << ": gradient of " << s.name);
-                CHECK(e <= tol);
-            }
+            auto [gc, gg] = check_gradients(cpu, *gpu, cfg, params, tok, B, exact,
+                                            math + " bias " + std::to_string(int(bias)));
             // Accumulation: a second call adds the same gradient again.
             gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
             for (size_t i = 0; i < gc.size(); ++i) gc[i] *= 2.0f;
@@ -217,22 +232,11 @@ TEST_CASE("cuda train: flash attention over several tiles matches the CPU traine
         const auto params = perturbed_params(cfg, 21);
         const int32_t B = 2, T = cfg.n_ctx();
         const auto tok = random_tokens(size_t(B) * size_t(T), cfg.vocab, 23);
-        const float scale = 1.0f / float(B * T);
         TrainCompute cpu(cfg, 2);
         auto gpu = make_cuda_step_compute(cfg, math, "flash");
-        std::vector<float> gc(params.size(), 0.0f), gg(params.size(), 0.0f);
-        const double lc = cpu.forward_backward(params.data(), tok.data(), B, scale, gc.data());
-        const double lg = gpu->forward_backward(params.data(), tok.data(), B, scale, gg.data());
-        std::printf("cuda train check: %s+flash T %d head dim %d: loss cpu %.6f cuda %.6f (relative %.2e)\n", math,
-                    T, cfg.head_dim(), lc, lg, std::fabs(lg - lc) / lc);
-        CHECK(std::fabs(lg - lc) / lc < 1e-2);
-        for (const ParamSpec& s : param_layout(cfg)) {
-            const double e = normalised_error(gg.data() + s.offset, gc.data() + s.offset, s.numel);
-            std::printf("cuda train check: %s+flash T %d head dim %d: gradient %-18s normalised error %.3g\n", math,
-                        T, cfg.head_dim(), s.name.c_str(), e);
-            INFO("T " << T << ", head dim " << cfg.head_dim() << ": gradient of " << s.name);
-            CHECK(e <= 5e-2);
-        }
+        check_gradients(cpu, *gpu, cfg, params, tok, B, false,
+                        std::string(math) + "+flash T " + std::to_string(T) + " head dim " +
+                            std::to_string(cfg.head_dim()));
     }
 #endif
 }
