@@ -202,7 +202,7 @@ __device__ __forceinline__ void store_rows(const float (&acc)[DP / 8][4], float 
 // (the ones with the most work first).
 struct Pos {
     int n_tiles, tile;
-    int32_t bh, b, h, T;
+    int32_t bh;
     int warp, g, t;  // the warp (16 rows of the tile), and the lane's group and index in it
     int64_t qkv, dout;  // offsets of this (image, head)'s columns in qkv (and d(qkv)), and in o (and d(o))
 };
@@ -211,14 +211,12 @@ __device__ __forceinline__ Pos block_pos(const Shape& sh) {
     p.n_tiles = int(gridDim.x);
     p.tile = p.n_tiles - 1 - int(blockIdx.x);
     p.bh = int32_t(blockIdx.y);
-    p.b = p.bh / sh.NH;
-    p.h = p.bh % sh.NH;
-    p.T = sh.T;
+    const int32_t b = p.bh / sh.NH, h = p.bh % sh.NH;
     p.warp = int(threadIdx.x) >> 5;
     p.g = (int(threadIdx.x) & 31) >> 2;
     p.t = int(threadIdx.x) & 3;
-    p.qkv = int64_t(p.b) * p.T * sh.ld_qkv + int64_t(p.h) * sh.D;
-    p.dout = int64_t(p.b) * p.T * sh.ld_o + int64_t(p.h) * sh.D;
+    p.qkv = int64_t(b) * sh.T * sh.ld_qkv + int64_t(h) * sh.D;
+    p.dout = int64_t(b) * sh.T * sh.ld_o + int64_t(h) * sh.D;
     return p;
 }
 
@@ -235,7 +233,7 @@ __global__ void __launch_bounds__(kThreads)
 
     const Pos p = block_pos(sh);
     const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, T = p.T, q0 = tile * kTile;
+    const int32_t bh = p.bh, T = sh.T, q0 = tile * kTile;
     const S* base = qkv + p.qkv;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sQ, nullptr);
@@ -351,7 +349,7 @@ __global__ void __launch_bounds__(kThreads)
 
     const Pos p = block_pos(sh);  // (the first key tiles have the most queries)
     const int n_tiles = p.n_tiles, tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, T = p.T, k0 = tile * kTile;
+    const int32_t bh = p.bh, T = sh.T, k0 = tile * kTile;
     const S *base = qkv + p.qkv, *dbase = dout + p.dout;
     const float* L = lse2 + int64_t(bh) * T;
     const float* Dl = delta + int64_t(bh) * T;
@@ -424,7 +422,7 @@ __global__ void __launch_bounds__(kThreads)
 
     const Pos p = block_pos(sh);
     const int tile = p.tile, warp = p.warp, g = p.g, t = p.t;
-    const int32_t bh = p.bh, T = p.T, q0 = tile * kTile;
+    const int32_t bh = p.bh, T = sh.T, q0 = tile * kTile;
     const S *base = qkv + p.qkv, *dbase = dout + p.dout;
 
     load_tile<DP>(base, sh.ld_qkv, q0, T, sh.D, sK, nullptr);   // q, staged in sK
