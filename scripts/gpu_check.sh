@@ -45,6 +45,7 @@ TRAIN_BATCH=${TRAIN_BATCH:-64}
 TRAIN_LR=${TRAIN_LR:-1.5e-3}
 TRAIN_MATH=${TRAIN_MATH:-auto}  # auto: the fastest variant whose [cuda][train] tests passed (step 5)
 TRAIN_ATTENTION=${TRAIN_ATTENTION:-auto}
+TRAINER_VARIANTS=("bf16 gemm" "bf16 flash" "mixed auto")  # --cuda-math, --cuda-attention: benched, trained with
 SUMMARY=$OUT/summary.txt
 : >"$SUMMARY"
 T0=$SECONDS
@@ -137,8 +138,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     fails=$(grep -E "test_train_cuda.*(FAILED|failed)" "$OUT/tests.txt")
     [ -n "$(echo "$fails" | grep -v -E "(bf16|mixed)\+flash" | grep .)" ] && train_ok=0
     [ $tests_rc -ne 0 ] && [ -z "$fails" ] && train_ok=0  # it crashed or timed out: nothing to tell apart
-    flash_ok=1
-    mixed_ok=1
     echo "$fails" | grep -q "bf16+flash" && flash_ok=0
     echo "$fails" | grep -q "mixed+flash" && mixed_ok=0
     if command -v compute-sanitizer >/dev/null; then
@@ -169,7 +168,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
 
     # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
     for shape in "--layers 8" ""; do
-        for v in "bf16 gemm" "bf16 flash" "mixed auto"; do
+        for v in "${TRAINER_VARIANTS[@]}"; do
             set -- $v
             step "igpt train-bench S $shape batch 32, $1 GEMMs, $2 attention" "$OUT/bench_train.txt" 90 \
                 env IGPT_CUDA_PROFILE=1 "$IGPT" train-bench -c S $shape -b 32 --steps 4 --warmup 2 --device cuda \
@@ -188,9 +187,12 @@ if [ "$TRAIN_SECONDS" -gt 0 ] && [ $train_ok = 1 ] && [ -f "$DEV/cifar10-jpg.tar
     # the variants to bench: the one asked for, or those whose tests passed
     variants=("$TRAIN_MATH $TRAIN_ATTENTION")
     if [ "$TRAIN_MATH" = auto ]; then
-        variants=("bf16 gemm")
-        [ $flash_ok = 1 ] && variants+=("bf16 flash")
-        [ $mixed_ok = 1 ] && variants+=("mixed auto")
+        variants=()
+        for v in "${TRAINER_VARIANTS[@]}"; do
+            [ "$v" = "bf16 flash" ] && [ $flash_ok = 0 ] && continue
+            [ "$v" = "mixed auto" ] && [ $mixed_ok = 0 ] && continue
+            variants+=("$v")
+        done
     fi
     rate=0
     for v in "${variants[@]}"; do
