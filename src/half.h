@@ -1,4 +1,5 @@
-// IEEE half <-> float conversion, portable (no F16C needed, works in wasm). Round-to-nearest-even.
+// IEEE half <-> float and bfloat16 <-> float conversions, portable (no F16C needed, works in wasm).
+// Round-to-nearest-even.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -48,6 +49,23 @@ inline uint16_t float_to_half(float f) {
     r >>= 13;
     if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) ++r;
     return uint16_t(sign | r);
+}
+
+// bfloat16: the top half of a float's bits.
+inline float bf16_to_float(uint16_t h) {
+    const uint32_t bits = uint32_t(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+// A NaN stays a quiet NaN, as CUDA's __float2bfloat16_rn.
+inline uint16_t float_to_bf16(float f) {
+    uint32_t x;
+    std::memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return uint16_t(x >> 16);
 }
 
 }  // namespace igpt

@@ -127,13 +127,6 @@ std::vector<int64_t> drop_leading_ones(std::vector<int64_t> s) {
     while (s.size() > 1 && s.front() == 1) s.erase(s.begin());
     return s;
 }
-
-float bf16_to_float(uint16_t h) {
-    const uint32_t bits = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
 }  // namespace
 
 std::vector<float> TensorSource::read(const std::string& name, const std::vector<int64_t>& want) const {

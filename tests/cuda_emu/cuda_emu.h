@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "half.h"
+
 #if !defined(IGPT_CUDA_EMU_THREADS) && !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -353,20 +355,8 @@ template <typename K> Launcher<K> make_launcher(dim3 grid, dim3 block, size_t sm
     return {grid, block, smem, kernel};
 }
 
-inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = uint32_t(h) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
-// f32 -> bf16 bits, rounded to nearest even (a NaN stays a quiet NaN), as __float2bfloat16_rn.
-inline uint16_t f32_to_bf16(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return uint16_t(u >> 16);
-}
+using igpt::bf16_to_float;  // (src/half.h)
+using igpt::float_to_bf16;
 
 }  // namespace cuda_emu
 
@@ -415,7 +405,7 @@ inline void emu_mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint
     const unsigned g = lane / 4, t = lane % 4;
     // this lane's outputs need A's rows g and g+8 and B's columns 2t and 2t+1, held by other lanes
     auto half = [&](unsigned L, int reg, int hi) {
-        return cuda_emu::bf16_to_f32(uint16_t(w.slot[L][reg] >> (hi * 16)));
+        return cuda_emu::bf16_to_float(uint16_t(w.slot[L][reg] >> (hi * 16)));
     };
     auto A = [&](unsigned r, unsigned k) {  // lane (r % 8) * 4 + (k % 8) / 2 holds it
         const unsigned L = (r % 8) * 4 + (k % 8) / 2;

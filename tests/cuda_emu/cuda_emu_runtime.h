@@ -109,9 +109,9 @@ namespace cuda_emu {
 
 // An input element as the compute type sees it.
 inline double gemm_input(const void* base, cudaDataType t, int64_t i, cublasComputeType_t ct) {
-    if (t == CUDA_R_16BF) return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    if (t == CUDA_R_16BF) return bf16_to_float(static_cast<const uint16_t*>(base)[i]);
     float x = static_cast<const float*>(base)[i];
-    if (ct == CUBLAS_COMPUTE_32F_FAST_16BF) return bf16_to_f32(f32_to_bf16(x));
+    if (ct == CUBLAS_COMPUTE_32F_FAST_16BF) return bf16_to_float(float_to_bf16(x));
     if (ct == CUBLAS_COMPUTE_32F_FAST_TF32) {  // 10 mantissa bits: drop 13, rounding to nearest even
         uint32_t u;
         std::memcpy(&u, &x, 4);
@@ -146,7 +146,7 @@ inline cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation
                 const int64_t ic = oc + i + int64_t(j) * ldc;
                 const double prior = be == 0.0f ? 0.0 : double(be) * cuda_emu::gemm_input(C, ctype, ic, CUBLAS_COMPUTE_32F);
                 const float out = float(al * s + prior);
-                if (ctype == CUDA_R_16BF) static_cast<uint16_t*>(C)[ic] = cuda_emu::f32_to_bf16(out);
+                if (ctype == CUDA_R_16BF) static_cast<uint16_t*>(C)[ic] = cuda_emu::float_to_bf16(out);
                 else static_cast<float*>(C)[ic] = out;
             }
     }

@@ -13,8 +13,8 @@ namespace igpt::cuda {
 IGPT_EMU_NAMESPACE_BEGIN
 
 #ifdef IGPT_CUDA_EMU
-inline uint16_t bf16_bits(float x) { return cuda_emu::f32_to_bf16(x); }
-inline float bf16_float(uint16_t h) { return cuda_emu::bf16_to_f32(h); }
+inline uint16_t bf16_bits(float x) { return igpt::float_to_bf16(x); }  // (src/half.h)
+inline float bf16_float(uint16_t h) { return igpt::bf16_to_float(h); }
 #else
 __device__ __forceinline__ uint16_t bf16_bits(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
 __device__ __forceinline__ float bf16_float(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
