@@ -68,7 +68,7 @@ if [ "$which" = all ] || [ "$which" = emu ]; then
     echo "== TSan: CUDA kernels on CPU threads (tests/cuda_emu)"
     mkdir -p build-emu-tsan
     # IGPT_CUDA_EMU_THREADS: each CUDA thread an OS thread (the default, fibers, would hide races from TSan)
-    "$CXX" -std=c++17 -O1 -g -fsanitize=thread -DIGPT_CUDA_EMU -DIGPT_CUDA_EMU_THREADS -Itests/cuda_emu -Isrc \
+    "$CXX" -std=c++17 -O1 -g -fno-strict-aliasing -fsanitize=thread -DIGPT_CUDA_EMU -DIGPT_CUDA_EMU_THREADS -Itests/cuda_emu -Isrc \
         -Isrc/train/cuda \
         tests/test_flash_emu.cpp tests/test_main.cpp -o build-emu-tsan/flash_emu_tsan -pthread
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1

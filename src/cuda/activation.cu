@@ -2,6 +2,7 @@
 #include "activation.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -23,9 +24,10 @@ void bias_quick_gelu(void* h, DevType t, const float* b, int64_t M, int32_t H, c
     const unsigned blocks = unsigned(want < 8192 ? want : 8192);
     dispatch_type(t, [&](auto tag) {
         using T = decltype(tag);
-        bias_quick_gelu_kernel<T><<<blocks, 256, 0, stream>>>(static_cast<T*>(h), b, total, H);
+        IGPT_LAUNCH(bias_quick_gelu_kernel<T>, blocks, 256, 0, stream)(static_cast<T*>(h), b, total, H);
     });
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -3,6 +3,7 @@
 #include "attention_prefill.cuh"  // kMaxHeadDim
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -46,7 +47,7 @@ __global__ void __launch_bounds__(kThreads)
         }
         return;
     }
-    extern __shared__ float smem[];
+    IGPT_DYNAMIC_SHARED(float, smem);
     float* sq = smem;            // (D)       scaled query
     float* sp = sq + D;          // (chunk)   scores, then weights
     float* sacc = sp + chunk;    // (kThreads) partial P·V per (group, dim)
@@ -146,14 +147,16 @@ void attention_decode(const void* q, int64_t q_stride, const void* k_cache, cons
     const size_t smem = size_t(D + chunk + kThreads) * sizeof(float);
     dispatch_type(t, [&](auto tag) {
         using E = decltype(tag);
-        attn_decode_chunk_kernel<E><<<dim3(unsigned(nsplit), unsigned(NH), unsigned(B)), kThreads, smem, stream>>>(
+        const dim3 grid{unsigned(nsplit), unsigned(NH), unsigned(B)};
+        IGPT_LAUNCH(attn_decode_chunk_kernel<E>, grid, kThreads, smem, stream)(
             static_cast<const E*>(q), q_stride, static_cast<const E*>(k_cache), static_cast<const E*>(v_cache), pos,
             pos_dev, NH, D, T, chunk, scale_log2, ml, po);
         IGPT_CUDA_LAUNCHED();
-        attn_decode_merge_kernel<E><<<dim3(unsigned(NH), unsigned(B)), 128, 0, stream>>>(
+        IGPT_LAUNCH(attn_decode_merge_kernel<E>, dim3(unsigned(NH), unsigned(B)), 128, 0, stream)(
             ml, po, nsplit, NH, D, static_cast<E*>(out), out_stride);
     });
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -9,6 +9,7 @@
 #include "common.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 // Keys per chunk for B sequences of NH heads: large chunks when the batch alone fills the GPU.
 int32_t attention_decode_chunk(int32_t B, int32_t NH, int32_t T, int32_t sm_count);
@@ -22,4 +23,5 @@ void attention_decode(const void* q, int64_t q_stride, const void* k_cache, cons
                       int64_t out_stride, DevType t, int32_t B, int32_t pos, const int32_t* pos_dev, int32_t NH,
                       int32_t D, int32_t T, float scale, int32_t chunk, float* workspace, cudaStream_t stream);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

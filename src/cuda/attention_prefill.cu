@@ -8,6 +8,7 @@
 #include "attention_prefill.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -23,7 +24,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     attn_prefill_kernel(const T* __restrict__ q, int64_t q_stride, const T* __restrict__ kc,
                         const T* __restrict__ vc, T* __restrict__ out, int64_t out_stride, int32_t n, int32_t pos,
                         int32_t NH, int32_t D, int32_t Tctx, float scale_log2) {
-    extern __shared__ float smem[];
+    IGPT_DYNAMIC_SHARED(float, smem);
     float* sq = smem;                  // (kBQ, D)    scaled queries
     float* sk = sq + kBQ * D;          // (kBK, D+1)  keys, padded rows
     float* sv = sk + kBK * (D + 1);    // (kBK, D)    values
@@ -129,7 +130,8 @@ void launch(const void* q, int64_t q_stride, const void* k_cache, const void* v_
             int32_t B, int32_t n, int32_t pos, int32_t NH, int32_t D, int32_t T_, float scale_log2,
             cudaStream_t stream) {
     const dim3 grid(unsigned((n + kBQ - 1) / kBQ), unsigned(NH), unsigned(B));
-    attn_prefill_kernel<T, DCH><<<grid, kWarps * 32, smem_bytes(D), stream>>>(
+    const auto kernel = attn_prefill_kernel<T, DCH>;
+    IGPT_LAUNCH(kernel, grid, kWarps * 32, smem_bytes(D), stream)(
         static_cast<const T*>(q), q_stride, static_cast<const T*>(k_cache), static_cast<const T*>(v_cache),
         static_cast<T*>(out), out_stride, n, pos, NH, D, T_, scale_log2);
 }
@@ -152,4 +154,5 @@ void attention_prefill(const void* q, int64_t q_stride, const void* k_cache, con
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -7,6 +7,7 @@
 #include "common.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 constexpr int32_t kMaxHeadDim = 128;
 
@@ -19,4 +20,5 @@ void attention_prefill(const void* q, int64_t q_stride, const void* k_cache, con
                        int64_t out_stride, DevType t, int32_t B, int32_t n, int32_t pos, int32_t NH, int32_t D,
                        int32_t T, float scale, cudaStream_t stream);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -5,8 +5,6 @@
 // mlp_fc, mlp_out, logits.
 #include "cuda/backend_cuda.h"
 
-#include <cuda_runtime_api.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -30,6 +28,7 @@
 #include "half.h"
 
 namespace igpt {
+IGPT_EMU_NAMESPACE_BEGIN  // (cuda/common.cuh: tests/cuda_emu compiles a copy of this backend)
 
 namespace {
 
@@ -122,14 +121,6 @@ public:
 private:
     std::vector<cudaEvent_t> ev_;
 };
-
-uint16_t float_to_bf16(float f) {
-    uint32_t x;
-    std::memcpy(&x, &f, 4);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
-    x += 0x7fffu + ((x >> 16) & 1u);                       // round to nearest even
-    return uint16_t(x >> 16);
-}
 
 DevType dev_type(CudaPrecision p) {
     switch (p) {
@@ -720,6 +711,20 @@ bool CudaBackend::generate(const GenerateRequest& rq) {
     return true;
 }
 
+bool gpu_present() {
+    // A process-wide fact, asked once: the CUDA runtime reports no device (or no driver) without crashing.
+    static const bool present = [] {
+        int n = 0;
+        const cudaError_t e = cudaGetDeviceCount(&n);
+        if (e != cudaSuccess) {
+            cudaGetLastError();  // clear it
+            return false;
+        }
+        return n > 0;
+    }();
+    return present;
+}
+
 }  // namespace
 
 CudaPrecision cuda_precision_from_name(const std::string& name) {
@@ -736,22 +741,8 @@ CudaPrecision cuda_default_precision() {
     return env && *env ? cuda_precision_from_name(env) : CudaPrecision::F16;
 }
 
-bool cuda_available() {
-    // A process-wide fact, asked once: the CUDA runtime reports no device (or no driver) without crashing.
-    static const bool present = [] {
-        int n = 0;
-        const cudaError_t e = cudaGetDeviceCount(&n);
-        if (e != cudaSuccess) {
-            cudaGetLastError();  // clear it
-            return false;
-        }
-        return n > 0;
-    }();
-    return present;
-}
-
 std::unique_ptr<Backend> make_cuda_backend(const Model& model, CudaPrecision precision) {
-    if (!cuda_available()) throw Error("no CUDA GPU is available (use --device cpu)");
+    if (!gpu_present()) throw Error("no CUDA GPU is available (use --device cpu)");
     return std::make_unique<CudaBackend>(model, precision);
 }
 
@@ -759,7 +750,7 @@ int32_t cuda_fused_max_batch() { return cuda::kFusedMaxBatch; }
 
 CudaDeviceInfo cuda_device_info(bool measure_copy) {
     CudaDeviceInfo info;
-    if (!cuda_available()) return info;
+    if (!gpu_present()) return info;
     cudaDeviceProp prop{};
     IGPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     info.name = prop.name;
@@ -793,7 +784,7 @@ CudaDeviceInfo cuda_device_info(bool measure_copy) {
 
 std::vector<int32_t> cuda_sample_rows(const std::vector<float>& logits, int32_t rows, int32_t V,
                                       const SamplerParams& params, uint64_t seed, int32_t pos) {
-    if (!cuda_available()) throw Error("no CUDA GPU is available");
+    if (!gpu_present()) throw Error("no CUDA GPU is available");
     if (rows < 1 || V < 1 || pos < 0 || logits.size() != size_t(rows) * size_t(V)) throw Error("cuda_sample_rows: bad shape");
     DevBuf lg, out;
     lg.reserve(logits.size() * 4);
@@ -816,5 +807,11 @@ std::vector<int32_t> cuda_sample_rows(const std::vector<float>& logits, int32_t 
                                cudaMemcpyDeviceToHost));
     return tok;
 }
+
+IGPT_EMU_NAMESPACE_END
+
+#ifndef IGPT_CUDA_EMU  // (declared in backend.h; the emulated copy answers through gpu_present)
+bool cuda_available() { return gpu_present(); }
+#endif
 
 }  // namespace igpt

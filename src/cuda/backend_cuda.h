@@ -14,10 +14,12 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuda/emu_namespace.h"
 #include "model.h"
 #include "sampler.h"
 
 namespace igpt {
+IGPT_EMU_NAMESPACE_BEGIN  // (tests/cuda_emu: the emulated backend, beside the real one)
 
 enum class CudaPrecision { F16, BF16, F32 };
 CudaPrecision cuda_precision_from_name(const std::string& name);  // "f16" | "bf16" | "f32"; throws igpt::Error
@@ -44,4 +46,5 @@ int32_t cuda_fused_max_batch();
 std::vector<int32_t> cuda_sample_rows(const std::vector<float>& logits, int32_t rows, int32_t V,
                                       const SamplerParams& params, uint64_t seed, int32_t pos);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt

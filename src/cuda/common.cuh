@@ -65,7 +65,7 @@ inline const char* dev_type_name(DevType t) { return t == DevType::F32 ? "f32" :
 
 namespace igpt::cuda {
 
-#ifdef __CUDACC__  // the device element types (the emulator has none: the trainer is f32 in memory)
+// The device element types (the emulator's __half and __nv_bfloat16 are their bits: cuda_emu.h).
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -83,8 +83,6 @@ template <typename F> void dispatch_type(DevType t, F&& f) {
         case DevType::BF16: f(__nv_bfloat16{}); break;
     }
 }
-
-#endif  // __CUDACC__
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

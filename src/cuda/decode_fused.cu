@@ -1,7 +1,10 @@
 // Fused decode step (see decode_fused.cuh).
+#ifndef IGPT_CUDA_EMU
 #include <cooperative_groups.h>
+#endif
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -11,6 +14,7 @@
 namespace cg = cooperative_groups;
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -30,27 +34,47 @@ __device__ __forceinline__ void unpack(const uint4& u, float* f) {
 __device__ __forceinline__ uint4 ldcg4(const void* p) { return __ldcg(static_cast<const uint4*>(p)); }
 
 __device__ __forceinline__ unsigned long long global_ns() {
+#ifdef IGPT_CUDA_EMU
+    return (unsigned long long)std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch()).count();
+#else
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
+#endif
+}
+
+// Asks L2 for the 128-byte line at p (a hint: nothing is loaded into registers).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#ifndef IGPT_CUDA_EMU
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
 }
 
 // s_in (B, C) = rms_norm(x) * g, rounded to T. Every block does all B rows (x is in L2, and every block
 // reads the same lines at once, so each round trip is slow): a thread's loads for all B rows are issued
-// together, so a pass costs one round trip per kThreads columns, not one per row. Ends with a barrier.
+// together, so a pass costs one round trip per kThreads columns, not one per row. With one column a thread
+// (C <= kThreads: iGPT-S's 512) the values stay in registers between the two passes: one round trip in
+// all. Ends with a barrier.
 template <typename T, int MAXB>
 __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t B, int32_t C, float eps, T* s_in) {
     __shared__ float s_red[kWarps * MAXB];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float ss[MAXB];
+    const bool one_column = C <= kThreads;
+    float ss[MAXB], kept[MAXB];
 #pragma unroll
-    for (int b = 0; b < MAXB; ++b) ss[b] = 0.0f;
+    for (int b = 0; b < MAXB; ++b) ss[b] = kept[b] = 0.0f;
     for (int32_t c = threadIdx.x; c < C; c += kThreads) {
         float v[MAXB];
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) v[b] = b < B ? __ldcg(x + int64_t(b) * C + c) : 0.0f;
 #pragma unroll
-        for (int b = 0; b < MAXB; ++b) ss[b] += v[b] * v[b];
+        for (int b = 0; b < MAXB; ++b) {
+            ss[b] += v[b] * v[b];
+            kept[b] = v[b];
+        }
     }
 #pragma unroll
     for (int b = 0; b < MAXB; ++b) {
@@ -64,14 +88,24 @@ __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t 
         s_red[threadIdx.x] = rsqrtf(t / float(C) + eps);  // its slot for w = 0 was read only by this thread
     }
     __syncthreads();
-    for (int32_t c = threadIdx.x; c < C; c += kThreads) {
-        float v[MAXB];
+    if (one_column) {
+        const int32_t c = threadIdx.x;
+        if (c < C) {
+            const float gc = g[c];
 #pragma unroll
-        for (int b = 0; b < MAXB; ++b) v[b] = b < B ? __ldcg(x + int64_t(b) * C + c) : 0.0f;
-        const float gc = g[c];
+            for (int b = 0; b < MAXB; ++b)
+                if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(kept[b] * s_red[b] * gc);
+        }
+    } else {
+        for (int32_t c = threadIdx.x; c < C; c += kThreads) {
+            float v[MAXB];
 #pragma unroll
-        for (int b = 0; b < MAXB; ++b)
-            if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(v[b] * s_red[b] * gc);
+            for (int b = 0; b < MAXB; ++b) v[b] = b < B ? __ldcg(x + int64_t(b) * C + c) : 0.0f;
+            const float gc = g[c];
+#pragma unroll
+            for (int b = 0; b < MAXB; ++b)
+                if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(v[b] * s_red[b] * gc);
+        }
     }
     __syncthreads();
 }
@@ -100,6 +134,38 @@ __device__ void stage_copy(const T* src, int64_t n, T* s_in) {
     __syncthreads();
 }
 
+// acc[b] += W's row wr · staged row b over the row's 16-byte chunks first, first + step, ... (kUnroll loads in
+// flight). Called by a whole warp.
+template <typename T, int MAXB>
+__device__ __forceinline__ void row_dot(const uint4* __restrict__ wr, const T* s_in, int32_t B, int32_t K,
+                                        int32_t first, int32_t step, float (&acc)[MAXB]) {
+    constexpr int kv = vec_elems<T>();
+    const int32_t nchunks = K / kv;
+    for (int32_t c0 = first; c0 < nchunks; c0 += step * kUnroll) {
+        uint4 w[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int32_t c = c0 + u * step;
+            w[u] = c < nchunks ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int32_t c = c0 + u * step;
+            if (c >= nchunks) continue;
+            float wf[kv];
+            unpack<T>(w[u], wf);
+#pragma unroll
+            for (int b = 0; b < MAXB; ++b) {
+                if (b >= B) continue;
+                float xf[kv];
+                unpack<T>(reinterpret_cast<const uint4*>(s_in + int64_t(b) * K)[c], xf);
+#pragma unroll
+                for (int k = 0; k < kv; ++k) acc[b] = fmaf(wf[k], xf[k], acc[b]);
+            }
+        }
+    }
+}
+
 // For every output row n of W (N, K) and sequence b < B: epi(b, n, dot(W[n], s_in[b])). Rows go to the
 // grid's warps round-robin (so a row's owner is the same warp in every layer); each lane streams 16-byte
 // chunks of the row, kUnroll loads in flight. next_W: the next layer's matrix of the same shape, whose
@@ -107,43 +173,19 @@ __device__ void stage_copy(const T* src, int64_t n, T* s_in) {
 template <typename T, int MAXB, typename Epi>
 __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
                      const T* __restrict__ next_W, Epi epi) {
-    constexpr int kv = vec_elems<T>();
     const int lane = threadIdx.x & 31;
-    const int32_t nchunks = K / kv;
     const int32_t gw = int32_t(blockIdx.x) * kWarps + int32_t(threadIdx.x >> 5), GW = int32_t(gridDim.x) * kWarps;
     for (int32_t n = gw; n < N; n += GW) {
         const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
         if (next_W) {
             const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n) * K);
             for (int64_t off = int64_t(lane) * 128; off < int64_t(K) * int64_t(sizeof(T)); off += 32 * 128)
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(nr + off));
+                prefetch_l2(nr + off);
         }
         float acc[MAXB];
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) acc[b] = 0.0f;
-        for (int32_t c0 = lane; c0 < nchunks; c0 += 32 * kUnroll) {
-            uint4 w[kUnroll];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                const int32_t c = c0 + u * 32;
-                w[u] = c < nchunks ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
-            }
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                const int32_t c = c0 + u * 32;
-                if (c >= nchunks) continue;
-                float wf[kv];
-                unpack<T>(w[u], wf);
-#pragma unroll
-                for (int b = 0; b < MAXB; ++b) {
-                    if (b >= B) continue;
-                    float xf[kv];
-                    unpack<T>(reinterpret_cast<const uint4*>(s_in + int64_t(b) * K)[c], xf);
-#pragma unroll
-                    for (int k = 0; k < kv; ++k) acc[b] = fmaf(wf[k], xf[k], acc[b]);
-                }
-            }
-        }
+        row_dot<T, MAXB>(wr, s_in, B, K, lane, 32, acc);
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) {
             if (b >= B) continue;
@@ -151,6 +193,64 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
             if (lane == 0) epi(b, n, v);
         }
     }
+}
+
+// The same products split over K, for matrices with fewer rows than the grid has warps (proj and mproj,
+// 512 rows against 132 x 16 warps for iGPT-S: gemv above keeps three warps in four idle there, and each
+// busy one walks a whole row). A block takes R = kWarps / S rows at a time; the S warps of a row take its
+// 32-chunk stripes s, s + S, s + 2S, ...; the block sums their partial products in shared memory in a
+// fixed order (the same bits every run) and hands them to epi.
+template <typename T, int MAXB, typename Epi>
+__device__ __noinline__ void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
+                                        int32_t S, const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int32_t R = kWarps / S, r = warp / S, s = warp % S, groups = (N + R - 1) / R;
+    const int64_t bytes = int64_t(K) * int64_t(sizeof(T));
+    for (int32_t grp = int32_t(blockIdx.x); grp < groups; grp += int32_t(gridDim.x)) {
+        const int32_t n = grp * R + r;
+        float acc[MAXB];
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) acc[b] = 0.0f;
+        if (n < N) {  // warp-uniform
+            if (next_W) {  // this warp's stripes (512 bytes each) of the row in the next layer: 4 lanes a stripe
+                const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n) * K);
+                for (int64_t j = lane >> 2;; j += 8) {
+                    const int64_t off = (int64_t(s) + int64_t(S) * j) * 512 + int64_t(lane & 3) * 128;
+                    if (off >= bytes) break;
+                    prefetch_l2(nr + off);
+                }
+            }
+            const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
+            row_dot<T, MAXB>(wr, s_in, B, K, s * 32 + lane, 32 * S, acc);
+        }
+#pragma unroll
+        for (int b = 0; b < MAXB; ++b) {
+            if (b >= B) continue;
+            const float v = warp_sum(acc[b]);
+            if (lane == 0) s_part[warp][b] = v;
+        }
+        __syncthreads();
+        if (int32_t(threadIdx.x) < R * MAXB) {
+            const int32_t rr = int32_t(threadIdx.x) / MAXB, b = int32_t(threadIdx.x) % MAXB, nn = grp * R + rr;
+            if (b < B && nn < N) {
+                float v = 0.0f;
+                for (int32_t s2 = 0; s2 < S; ++s2) v += s_part[rr * S + s2][b];
+                epi(b, nn, v);
+            }
+        }
+        __syncthreads();  // s_part is rewritten for the next group
+    }
+}
+
+// How many warps share a row in gemv_split: `forced` when non-zero (IGPT_CUDA_SPLITK), else doubled while
+// the grid's warps outnumber the row slices twice over and every slice keeps at least one 16-byte chunk per
+// lane. 1 = gemv.
+__device__ __forceinline__ int32_t gemv_splits(int32_t N, int32_t K, int32_t kv, int32_t forced) {
+    if (forced > 0) return forced;
+    const int32_t warps = int32_t(gridDim.x) * kWarps, nchunks = K / kv;
+    int32_t S = 1;
+    while (S < kWarps && 2 * S * N <= warps && nchunks >= 64 * S) S *= 2;
+    return S;
 }
 
 // The same products on tensor cores (IGPT_CUDA_MMA=1; f16 and bf16, K a multiple of 32, sm_80+). At batch 8
@@ -165,7 +265,9 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 // in a fixed order (same bits every run), then handed to epi.
 template <typename T>
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef IGPT_CUDA_EMU
+    emu_mma_16816<std::is_same_v<T, __half>>(c, {a0, 0u, a2, 0u}, {b0, b1});
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const uint32_t z = 0;
     if constexpr (std::is_same_v<T, __half>)
         asm volatile(
@@ -194,7 +296,7 @@ __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int3
             const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n0) * K);
             for (int64_t off = int64_t(threadIdx.x) * 128; off < int64_t(rows) * K * int64_t(sizeof(T));
                  off += int64_t(kThreads) * 128)
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(nr + off));
+                prefetch_l2(nr + off);
         }
         const bool w_ok = g < rows, x_ok = g < B;
         const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n0 + (w_ok ? g : 0)) * K + 8 * t);
@@ -229,18 +331,20 @@ __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int3
     }
 }
 
-// The tensor-core products in the kernel compiled with MMA (the plan picks it), else the loop above. s_part:
-// kWarps x 64 floats of shared memory for gemv_mma's partial products.
+// The tensor-core products in the kernel compiled with MMA (the plan picks it), else the loops above (split
+// over K as gemv_splits says). s_part: kWarps x 64 floats of shared memory for the partial products.
 template <typename T, int MAXB, bool MMA, typename Epi>
 __device__ __forceinline__ void gemv_any(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
-                                         const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+                                         int32_t splitk, const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(IGPT_CUDA_EMU)
     if constexpr (MMA && !std::is_same_v<T, float>) {
         gemv_mma<T>(W, s_in, B, N, K, next_W, s_part, epi);
         return;
     }
 #endif
-    gemv<T, MAXB>(W, s_in, B, N, K, next_W, epi);
+    const int32_t S = gemv_splits(N, K, vec_elems<T>(), splitk);
+    if (S > 1) gemv_split<T, MAXB>(W, s_in, B, N, K, S, next_W, s_part, epi);
+    else gemv<T, MAXB>(W, s_in, B, N, K, next_W, epi);
 }
 
 // Attention of the step's query against keys [0, p] of one layer, split over (b, h, chunk) items.
@@ -389,11 +493,13 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
 }
 
 template <typename T, int MAXB, bool MMA>
-__global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeArgs a, int32_t nsplit, int32_t chunk) {
+__global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeArgs a, int32_t nsplit, int32_t chunk,
+                                                                    int32_t splitk) {
     cg::grid_group grid = cg::this_grid();
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    IGPT_DYNAMIC_SHARED(uint4, smem_words);  // (16-byte aligned)
+    unsigned char* smem_raw = reinterpret_cast<unsigned char*>(smem_words);
     T* s_in = reinterpret_cast<T*>(smem_raw);
-    __shared__ float s_part[MMA ? kWarps : 1][64];  // gemv_mma's partial products
+    __shared__ float s_part[kWarps][64];  // gemv_mma's and gemv_split's partial products
     const int32_t p = a.pos_dev ? *a.pos_dev : a.pos;
     const int32_t B = a.B, C = a.C, H = a.H, NH = a.NH, D = a.D, T_ = a.T;
     T* q = static_cast<T*>(a.q);
@@ -427,7 +533,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
 
         // 1. attn_norm + qkv (+ bias): q to its buffer, k and v into the cache at position p.
         stage_norm<T, MAXB>(x, w.ln1_g, B, C, a.eps, s_in);
-        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C,
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C, splitk,
                                nw ? static_cast<const T*>(nw->qkv_w) : nullptr, s_part,
                                [&](int32_t b, int32_t n, float v) {
                           if (w.qkv_b) v += w.qkv_b[n];
@@ -445,13 +551,13 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         barrier(1);
         // 3. x += att · proj^T (+ bias)
         stage_copy<T>(att, int64_t(B) * C, s_in);
-        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C,
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C, splitk,
                                nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part,
                                [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
         barrier(2);
         // 4. mlp_norm + fc (+ bias) + quick-GELU
         stage_norm<T, MAXB>(x, w.ln2_g, B, C, a.eps, s_in);
-        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.fc_w), s_in, B, H, C,
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.fc_w), s_in, B, H, C, splitk,
                                nw ? static_cast<const T*>(nw->fc_w) : nullptr, s_part,
                                [&](int32_t b, int32_t n, float v) {
                           if (w.fc_b) v += w.fc_b[n];
@@ -460,7 +566,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         barrier(3);
         // 5. x += h · mproj^T (+ bias)
         stage_copy<T>(fch, int64_t(B) * H, s_in);
-        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.mproj_w), s_in, B, C, H,
+        gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.mproj_w), s_in, B, C, H, splitk,
                                nw ? static_cast<const T*>(nw->mproj_w) : nullptr, s_part,
                                [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
         barrier(4);
@@ -469,7 +575,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     stage_norm<T, MAXB>(x, a.lnf_g, B, C, a.eps, s_in);
     float* logits = a.logits;
     const int32_t V = a.V;
-    gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, nullptr, s_part,
+    gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, splitk, nullptr, s_part,
                            [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
     mark(10);
     if (rec) a.prof[11] += 1;
@@ -534,6 +640,15 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     const bool mma = mma_env && std::strcmp(mma_env, "1") == 0 && t != DevType::F32 && C % 32 == 0 && H % 32 == 0 &&
                      major >= 8;
+    // IGPT_CUDA_SPLITK: how many warps share a row in the FMA GEMV phases; unset or 0 = chosen per matrix
+    // (gemv_splits), 1 = never split (the form measured before split-K existed).
+    int32_t splitk = 0;
+    if (const char* sk = std::getenv("IGPT_CUDA_SPLITK"); sk && *sk) {
+        splitk = std::atoi(sk);
+        if (std::strcmp(sk, std::to_string(splitk).c_str()) != 0 || splitk < 0 || splitk > kWarps ||
+            (splitk & (splitk - 1)) != 0)
+            throw Error(std::string("IGPT_CUDA_SPLITK must be 0 (automatic), 1, 2, 4, 8 or 16, not '") + sk + "'");
+    }
     int blocks_per_sm = 0;
     dispatch_type(t, [&](auto tag) {
         using E = decltype(tag);
@@ -551,6 +666,7 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     }
     plan.ok = true;
     plan.mma = mma;
+    plan.splitk = splitk;
     plan.grid = grid;
     plan.max_batch = B;
     plan.nsplit = nsplit;
@@ -579,12 +695,13 @@ void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStr
             cfg.attrs = attr;
             cfg.numAttrs = 1;
             IGPT_CUDA_CHECK(cudaLaunchKernelEx(
-                &cfg, reinterpret_cast<void (*)(FusedDecodeArgs, int32_t, int32_t)>(
+                &cfg, reinterpret_cast<void (*)(FusedDecodeArgs, int32_t, int32_t, int32_t)>(
                           kernel_ptr<E, decltype(mb)::value, decltype(mm)::value>()),
-                a, plan.nsplit, plan.chunk));
+                a, plan.nsplit, plan.chunk, plan.splitk));
           });
         });
     });
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

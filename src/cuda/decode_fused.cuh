@@ -8,7 +8,9 @@
 //      finish merges the chunks (counter in global memory), so no extra barrier is needed;
 //   3. x += att · proj^T (+ bias);   4. mlp_norm + fc GEMV + bias + quick-GELU;
 //   5. x += h · mproj^T (+ bias); and after the last layer the final norm + head GEMV to f32 logits.
-// While a phase runs, each warp asks L2 for the rows of the next layer's matrix it will read.
+// While a phase runs, each warp asks L2 for the rows of the next layer's matrix it will read. Matrices with
+// fewer rows than the grid has warps (proj, mproj, the head) are split over K between the warps of a block
+// (gemv_split in the .cu; IGPT_CUDA_SPLITK=1 turns it off, 2/4/8/16 forces a split).
 // IGPT_CUDA_MMA=1 (read by plan_fused_decode) runs the GEMV phases on tensor cores instead (gemv_mma in the
 // .cu: f16/bf16, widths a multiple of 32, sm_80+), a second instantiation of the kernel.
 // Numerics follow the layer-by-layer path: the GEMV inputs (normalised rows, attention output, MLP
@@ -20,6 +22,7 @@
 #include "common.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 // One layer's parameters on the device: matrices of the weight type, vectors f32 (null bias = none).
 struct FusedLayerWeights {
@@ -37,6 +40,7 @@ struct FusedDecodePlan {
     size_t ws_floats = 0;     // attention partials
     size_t counters = 0;      // ints, zero before the first launch (the kernel leaves them zero)
     bool mma = false;         // the GEMV phases on tensor cores (IGPT_CUDA_MMA=1; not measured yet)
+    int32_t splitk = 0;       // warps per row in the FMA GEMVs: 0 = per matrix (IGPT_CUDA_SPLITK; not measured yet)
 };
 
 // Measured on an H100 (iGPT-S, README): the fused step wins clearly at batch 1 (0.63 vs 1.45 ms a step),
@@ -79,4 +83,5 @@ constexpr int kFusedProfileSlots = 12;
 // Enqueues the step (capturable in a CUDA graph). a.B must not exceed the batch the plan was made for.
 void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStream_t stream);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -2,6 +2,7 @@
 #include "embedding.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -31,11 +32,11 @@ void embed_tokens(const int32_t* tokens, int32_t B, int32_t n, int32_t pos, cons
     if (B <= 0 || n <= 0) return;
     dispatch_type(wt, [&](auto tag) {
         using T = decltype(tag);
-        embed_kernel<T><<<unsigned(B) * unsigned(n), 128, 0, stream>>>(tokens, n, pos, pos_dev, sos,
-                                                                        static_cast<const T*>(wte),
-                                                                        static_cast<const T*>(wpe), C, x);
+        IGPT_LAUNCH(embed_kernel<T>, unsigned(B) * unsigned(n), 128, 0, stream)(
+            tokens, n, pos, pos_dev, sos, static_cast<const T*>(wte), static_cast<const T*>(wpe), C, x);
     });
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -5,6 +5,7 @@
 #include "common.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 // x (B*n, C) = (token < 0 ? sos : wte[token]) + wpe[p + i] for sequence b, column i, where p = *pos_dev when
 // pos_dev is non-null, else pos. tokens (B, n) on the device, already range-checked (-1 = start of sequence).
@@ -13,4 +14,5 @@ void embed_tokens(const int32_t* tokens, int32_t B, int32_t n, int32_t pos, cons
                   const float* sos, const void* wte, const void* wpe, DevType wt, int32_t C, float* x,
                   cudaStream_t stream);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

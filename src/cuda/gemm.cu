@@ -1,10 +1,13 @@
 // cuBLAS wrapper (see gemm.cuh). Row-major Y = X W^T is column-major Y^T = W X^T, i.e. cuBLAS's
 // C (N, M) = op(A) · op(B) with A = W seen as (K, N) column-major and transposed, B = X seen as (K, M).
-#include <cublas_v2.h>
-
 #include "gemm.cuh"
 
+#ifndef IGPT_CUDA_EMU  // (the emulator's cuBLAS comes with common.cuh)
+#include <cublas_v2.h>
+#endif
+
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -56,4 +59,5 @@ void Gemm::nt(int32_t M, int32_t N, int32_t K, const void* X, DevType xt, int64_
           "cublasGemmEx");
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -10,6 +10,7 @@
 struct cublasContext;  // cublasHandle_t without including cuBLAS here (cuBLAS stays inside gemm.cu)
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 class Gemm {
 public:
@@ -28,4 +29,5 @@ private:
     void* workspace_ = nullptr;
 };
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

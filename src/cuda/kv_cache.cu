@@ -2,6 +2,7 @@
 #include "kv_cache.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -46,7 +47,7 @@ void kv_append(void* qkv, DevType t, const float* bias, int32_t B, int32_t n, in
     if (B <= 0 || n <= 0) return;
     dispatch_type(t, [&](auto tag) {
         using E = decltype(tag);
-        kv_append_kernel<E><<<unsigned(B) * unsigned(n), 256, 0, stream>>>(
+        IGPT_LAUNCH(kv_append_kernel<E>, unsigned(B) * unsigned(n), 256, 0, stream)(
             static_cast<E*>(qkv), bias, n, pos, pos_dev, NH, D, T, static_cast<E*>(k_cache), static_cast<E*>(v_cache));
     });
     IGPT_CUDA_LAUNCHED();
@@ -59,14 +60,16 @@ void kv_fanout(void* k_cache, void* v_cache, DevType t, int32_t L, int32_t Bmax,
     const int64_t head = int64_t(T) * D * es, seq = head * NH, layer = seq * Bmax, bytes = int64_t(n) * D * es;
     const dim3 grid(unsigned(count) * unsigned(NH), unsigned(L), 2u);
     if (head % 16 == 0 && bytes % 16 == 0) {  // cudaMalloc bases are 256-byte aligned
-        kv_fanout_kernel<uint4><<<grid, 256, 0, stream>>>(static_cast<uint4*>(k_cache), static_cast<uint4*>(v_cache),
-                                                          layer / 16, seq / 16, head / 16, NH, src, bytes / 16);
+        IGPT_LAUNCH(kv_fanout_kernel<uint4>, grid, 256, 0, stream)(
+            static_cast<uint4*>(k_cache), static_cast<uint4*>(v_cache), layer / 16, seq / 16, head / 16, NH, src,
+            bytes / 16);
     } else {
-        kv_fanout_kernel<uint16_t><<<grid, 256, 0, stream>>>(static_cast<uint16_t*>(k_cache),
-                                                             static_cast<uint16_t*>(v_cache), layer / 2, seq / 2,
-                                                             head / 2, NH, src, bytes / 2);
+        IGPT_LAUNCH(kv_fanout_kernel<uint16_t>, grid, 256, 0, stream)(
+            static_cast<uint16_t*>(k_cache), static_cast<uint16_t*>(v_cache), layer / 2, seq / 2, head / 2, NH, src,
+            bytes / 2);
     }
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

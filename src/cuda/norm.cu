@@ -2,6 +2,7 @@
 #include "norm.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -45,7 +46,8 @@ void rms_norm(float* x, const float* bias, const float* g, float eps, int32_t M,
     const unsigned blocks = unsigned((M + kRowsPerBlock - 1) / kRowsPerBlock);
     dispatch_type(ot, [&](auto tag) {
         using T = decltype(tag);
-        rms_norm_kernel<T><<<blocks, 32 * kRowsPerBlock, 0, stream>>>(x, bias, g, eps, M, C, static_cast<T*>(out));
+        IGPT_LAUNCH(rms_norm_kernel<T>, blocks, 32 * kRowsPerBlock, 0, stream)(x, bias, g, eps, M, C,
+                                                                              static_cast<T*>(out));
     });
     IGPT_CUDA_LAUNCHED();
 }
@@ -55,9 +57,10 @@ void mean_rows(const void* in, DevType t, int32_t B, int32_t n, int32_t C, float
     const dim3 grid(unsigned((C + 127) / 128), unsigned(B));
     dispatch_type(t, [&](auto tag) {
         using T = decltype(tag);
-        mean_rows_kernel<T><<<grid, 128, 0, stream>>>(static_cast<const T*>(in), n, C, out);
+        IGPT_LAUNCH(mean_rows_kernel<T>, grid, 128, 0, stream)(static_cast<const T*>(in), n, C, out);
     });
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

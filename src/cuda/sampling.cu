@@ -5,6 +5,7 @@
 #include "sampling.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 namespace {
 
@@ -142,7 +143,7 @@ __device__ int32_t block_argmax(const float* key, int32_t n, float* fscratch, in
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs a, int32_t P, bool sorted) {
-    extern __shared__ float smem[];
+    IGPT_DYNAMIC_SHARED(float, smem);
     float* key = smem;                                      // (P) logits, then in candidate order
     int32_t* idx = reinterpret_cast<int32_t*>(key + P);     // (P) token of each candidate
     float* cum = reinterpret_cast<float*>(idx + P);         // (P) running sum of the weights
@@ -209,13 +210,14 @@ void sample_tokens(const SampleArgs& a, cudaStream_t stream) {
     while (P < a.V) P <<= 1;
     const bool sorted = (a.top_k > 0 && a.top_k < a.V) || a.top_p < 1.0f || a.top_n > 0;
     const size_t smem = size_t(P) * (2 * sizeof(float) + sizeof(int32_t));
-    sample_kernel<<<unsigned(a.B), kThreads, smem, stream>>>(a, P, sorted);
+    IGPT_LAUNCH(sample_kernel, unsigned(a.B), kThreads, smem, stream)(a, P, sorted);
     IGPT_CUDA_LAUNCHED();
 }
 
 void advance_position(int32_t* pos_dev, cudaStream_t stream) {
-    advance_position_kernel<<<1, 1, 0, stream>>>(pos_dev);
+    IGPT_LAUNCH(advance_position_kernel, 1, 1, 0, stream)(pos_dev);
     IGPT_CUDA_LAUNCHED();
 }
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

@@ -9,6 +9,7 @@
 #include "common.cuh"
 
 namespace igpt::cuda {
+IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get other symbol names)
 
 constexpr int32_t kMaxSampleVocab = 2048;  // the sorted candidates live in shared memory
 
@@ -35,4 +36,5 @@ void sample_tokens(const SampleArgs& a, cudaStream_t stream);
 // *pos_dev += 1 (the last node of a captured decode step).
 void advance_position(int32_t* pos_dev, cudaStream_t stream);
 
+IGPT_EMU_NAMESPACE_END
 }  // namespace igpt::cuda

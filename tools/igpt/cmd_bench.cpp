@@ -87,8 +87,9 @@ Limits measure_limits(int32_t threads) {
     return L;
 }
 
-// The fused step's options not yet on by default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
-// (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once).
+// The fused step's options other than the default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
+// (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once),
+// "+splitN" / "+nosplit" for IGPT_CUDA_SPLITK=N / 1 (warps per row in the FMA GEMVs; unset = per matrix).
 std::string fused_options() {
     auto on = [](const char* name) {
         const char* v = std::getenv(name);
@@ -98,6 +99,9 @@ std::string fused_options() {
     std::string s;
     if (on("IGPT_CUDA_MMA") && !(p && std::strcmp(p, "f32") == 0)) s += "+mma";
     if (on("IGPT_CUDA_SHARED_KV")) s += "+shared";
+    const char* split = std::getenv("IGPT_CUDA_SPLITK");
+    if (split && *split && std::strcmp(split, "0") != 0)
+        s += std::strcmp(split, "1") == 0 ? std::string("+nosplit") : std::string("+split") + split;
     return s;
 }
 

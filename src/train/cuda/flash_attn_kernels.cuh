@@ -70,7 +70,7 @@ template <typename F> void dispatch_dp(int32_t D, F&& f) {
 
 // --- the tensor-core product ------------------------------------------------------------------------------
 #ifdef IGPT_CUDA_EMU
-inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { emu_mma_bf16_16816(d, a, b); }
+inline void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { emu_mma_16816<false>(d, a, b); }
 #else
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     asm volatile(
