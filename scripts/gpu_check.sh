@@ -19,7 +19,8 @@
 #  6. the PyTorch sides in what time is left: bench/torch_train_bench.py (eager, torch.compile), then
 #     bench/torch_bench.py (static-KV decoder under torch.compile, Hugging Face generate);
 #  7. the whole native suite if time is still left.
-# Every step has its own time limit; a failed step does not stop the ones after it. At most 8 files come back
+# summary.txt ranks the decode paths (per batch) and the trainer variants (per shape), fastest first, for
+# choosing the defaults. Every step has its own time limit; a failed step does not stop the ones after it. At most 8 files come back
 # from the device tool: this writes summary.txt, build.txt, tests.txt, bench_igpt.txt, bench_train.txt,
 # bench_torch.txt, train.txt and the trained model.
 #
@@ -166,6 +167,11 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
             "$IGPT" bench -c S --device cuda --batch "$2" --repeats 2
     done
     grep -E "^(gpu|prefill|decode|complete|RESULT|fused decode profile)" "$OUT/bench_igpt.txt" | keep
+    # The decode paths side by side, fastest first at each batch: which one should be the default.
+    grep "^RESULT igpt device=cuda decode=" "$OUT/bench_igpt.txt" |
+        sed -E 's/.*decode=([^ ]+).* batch=([0-9]+) complete_s=([0-9.]+).*/\2 \3 \1/' | sort -k1,1n -k2,2g |
+        awk '{ if ($1 != b) { b = $1; best = $2; printf "decode paths at batch %s, fastest first:\n", b }
+               printf "  %-24s %.4f s (%.2fx the fastest)\n", $3, $2, $2 / best }' | keep
 
     # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
     for shape in "--layers 8" ""; do
@@ -177,6 +183,12 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
         done
     done
     grep -E "^(train bench|whole step|forward|profile|RESULT)" "$OUT/bench_train.txt" | keep
+    # The trainer's variants side by side, fastest first at each size: which one should be the default.
+    grep "^RESULT igpt-train device=cuda" "$OUT/bench_train.txt" |
+        sed -E 's/.*math=([^ ]+) attention=([^ ]+) .*params=([0-9]+) .* tokens_per_s=([0-9]+).*/\3 \4 \1+\2/' |
+        sort -k1,1n -k2,2gr |
+        awk '{ if ($1 != p) { p = $1; best = $2; printf "trainer variants at %s parameters, fastest first:\n", p }
+               printf "  %-14s %9d tokens/s (%.2fx the fastest)\n", $3, $2, $2 / best }' | keep
 
 fi
 

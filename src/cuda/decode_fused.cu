@@ -199,7 +199,8 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 // 512 rows against 132 x 16 warps for iGPT-S: gemv above keeps three warps in four idle there, and each
 // busy one walks a whole row). A block takes R = kWarps / S rows at a time; the S warps of a row take its
 // 32-chunk stripes s, s + S, s + 2S, ...; the block sums their partial products in shared memory in a
-// fixed order (the same bits every run) and hands them to epi.
+// fixed order (the same bits every run) and hands them to epi. Not inlined: inlined at its five call sites it
+// made the batch-8 kernels spill (ptxas -v); called, it costs a 176-byte frame once per group of rows.
 template <typename T, int MAXB, typename Epi>
 __device__ __noinline__ void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
                                         int32_t S, const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
