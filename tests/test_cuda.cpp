@@ -90,7 +90,7 @@ ModelConfig small_config(bool bias) {  // 8x8 image, 16 colours, width 64, 2 lay
 // attention's chunk boundaries stands in: 12x12, 64 colours, width 64, 2 layers, 4 heads.
 #ifdef IGPT_CUDA_EMU
 constexpr const char* kTiny = "mid (emulator)";
-constexpr int32_t kTinyPrompt = 100;  // decode from here: past the chunks of 32 and 64 keys
+constexpr int32_t kTinyPrompt = 100;  // decode from here: past the attention's first chunk of keys (64 or 96)
 ModelConfig tiny_config(bool bias) {
     ModelConfig c = igpt_test::small_config(bias, 64);
     c.name = "mid";
@@ -100,7 +100,7 @@ ModelConfig tiny_config(bool bias) {
 }
 #else
 constexpr const char* kTiny = "tiny";
-constexpr int32_t kTinyPrompt = 500;  // decode from here: past the split-K chunks of 64, 128 and 256 keys at 512
+constexpr int32_t kTinyPrompt = 500;  // decode from here: past the attention's key chunks of 64, 128 and 256
 ModelConfig tiny_config(bool bias) {
     ModelConfig c = config_preset("tiny");
     c.bias = bias;
@@ -176,8 +176,11 @@ void check_prefill(const Model& m, CudaPrecision prec, int32_t B, const std::str
 }
 
 // A shared prompt prefilled in two chunks, fanned out to B sequences, then decode steps with different
-// tokens per sequence, and a 3-position chunk at the end (prefill kernel at pos > 0, batch B).
-void check_decode(const Model& m, CudaPrecision prec, int32_t B, int32_t k, int32_t steps, const std::string& label) {
+// tokens per sequence, and a 3-position chunk at the end (prefill kernel at pos > 0, batch B). path, when
+// given: the decode path the backend must say (name()) its steps took, so that a test of one path cannot
+// pass on another (the backend falls back to layer-by-layer when the fused step's plan fails).
+void check_decode(const Model& m, CudaPrecision prec, int32_t B, int32_t k, int32_t steps, const std::string& label,
+                  const std::string& path = "") {
     const int32_t T = m.cfg.n_ctx(), V = m.cfg.vocab;
     REQUIRE(k + steps + 3 <= T);
     auto prompt = random_tokens(size_t(k), V, 21);
@@ -209,6 +212,10 @@ void check_decode(const Model& m, CudaPrecision prec, int32_t B, int32_t k, int3
     }
     check_close(label + " cached decode " + pname(prec) + " batch " + std::to_string(B), all_got, all_ref,
                 tolerance(prec));
+    if (!path.empty()) {
+        INFO(label << " batch " << B << ": the backend says " << gpu->name());
+        CHECK(gpu->name().find(", " + path + " decode)") != std::string::npos);
+    }
 }
 
 struct Completion {
@@ -283,24 +290,28 @@ TEST_CASE("cuda: cached decode logits agree with the CPU backend (batch 1 and 8)
     const Model small = random_model(small_config(true), 3);
     const Model tiny = random_model(tiny_config(false), 4);
     // Every decode path: the fused one-kernel step (the default), the same with every GEMV phase split over
-    // K between 4 warps (IGPT_CUDA_SPLITK=4; by default only matrices with few rows are, and only on a grid
-    // as large as a GPU's), with its GEMV phases on tensor cores (IGPT_CUDA_MMA=1; f16 and bf16 only, f32
-    // keeps the FMA loop), and the layer-by-layer kernels.
+    // K between 4 warps (IGPT_CUDA_SPLITK=4), with its GEMV phases on tensor cores (IGPT_CUDA_MMA=1; f16 and
+    // bf16 only, f32 keeps the FMA loop), and the layer-by-layer kernels. Each checks that it took its path.
     for (const std::string mode : {"fused", "fused+split", "fused+mma", "layered"}) {
         ScopedEnv env("IGPT_CUDA_FUSED", mode == "layered" ? "0" : "1");
         ScopedEnv mma("IGPT_CUDA_MMA", mode == "fused+mma" ? "1" : "0");
-        ScopedEnv split("IGPT_CUDA_SPLITK", mode == "fused+split" ? "4" : "0");
+        ScopedEnv split("IGPT_CUDA_SPLITK", mode == "fused+split" ? "4" : "1");
+        auto path = [&](CudaPrecision prec, int32_t B) -> std::string {
+            if (mode == "layered" || B > cuda_fused_max_batch()) return "layer-by-layer";
+            if (mode == "fused+mma") return prec == CudaPrecision::F32 ? "fused" : "fused+mma";
+            return mode == "fused+split" ? "fused+split4" : "fused";
+        };
         const std::vector<CudaPrecision> precs =
             mode == "fused+mma" ? std::vector<CudaPrecision>{CudaPrecision::F16, CudaPrecision::BF16}
                                 : std::vector<CudaPrecision>{CudaPrecision::F32, CudaPrecision::F16};
         for (CudaPrecision prec : precs) {
             for (int32_t B : {1, 8}) {
-                check_decode(small, prec, B, 20, 30, mode + " small+bias");
-                check_decode(tiny, prec, B, kTinyPrompt, 24, mode + " " + kTiny);
+                check_decode(small, prec, B, 20, 30, mode + " small+bias", path(prec, B));
+                check_decode(tiny, prec, B, kTinyPrompt, 24, mode + " " + kTiny, path(prec, B));
             }
             // 3: a batch between the kernel's compiled sizes; 16 (once): past kFusedMaxBatch, layer by layer.
-            check_decode(small, prec, 3, 20, 30, mode + " small+bias");
-            if (mode == "fused") check_decode(small, prec, 16, 20, 30, mode + " small+bias");
+            check_decode(small, prec, 3, 20, 30, mode + " small+bias", path(prec, 3));
+            if (mode == "fused") check_decode(small, prec, 16, 20, 30, mode + " small+bias", path(prec, 16));
         }
     }
 #endif
@@ -310,15 +321,15 @@ TEST_CASE("cuda: a bad IGPT_CUDA_SPLITK is refused with one line naming it", "[c
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
     const Model m = random_model(small_config(false), 3);
-    std::vector<int32_t> tok = {-1};
-    std::vector<float> logits(size_t(m.cfg.vocab));
-    for (const char* bad : {"3", "32", "-2", "x"}) {
+    for (const char* bad : {"3", "32", "-2", "x", "02", "0"}) {
         ScopedEnv split("IGPT_CUDA_SPLITK", bad);
-        auto fresh = make_cuda_backend(m, CudaPrecision::F16);  // the plan is made at the first decode step
-        fresh->reset(1);
-        CHECK_THROWS_WITH(fresh->forward(tok.data(), 1, 1, 0, logits.data(), false),
-                          Catch::Contains("IGPT_CUDA_SPLITK must be 0 (automatic), 1, 2, 4, 8 or 16"));
+        ScopedEnv layered("IGPT_CUDA_FUSED", "0");  // refused even where the fused step would not run
+        CHECK_THROWS_WITH(make_cuda_backend(m, CudaPrecision::F16),
+                          Catch::Contains("IGPT_CUDA_SPLITK must be auto or one of 1, 2, 4, 8, 16, not '" +
+                                          std::string(bad) + "'"));
     }
+    ScopedEnv automatic("IGPT_CUDA_SPLITK", "auto");
+    CHECK_NOTHROW(make_cuda_backend(m, CudaPrecision::F16));
 #endif
 }
 
@@ -470,7 +481,8 @@ TEST_CASE("cuda: sessions keep the prompt, report progress per row, reproduce a 
     CHECK(calls.back() == T);
     CHECK(std::is_sorted(calls.begin(), calls.end()));
 
-    // Cancelled once the first position is in: generate() stops within a few rows, well before the end.
+    // Cancelled once two rows are in: generate() stops within the rows it had queued (at most two ahead of
+    // what it published), well before the end; what it published is complete, and nothing past it is written.
     {
         auto gpu = make_cuda_backend(*m, CudaPrecision::F16);
         std::vector<int32_t> tokens(size_t(p.n_samples) * size_t(T), -1);
@@ -482,11 +494,19 @@ TEST_CASE("cuda: sessions keep the prompt, report progress per row, reproduce a 
         rq.tokens = tokens.data();
         int32_t last = 0;
         rq.on_progress = [&](int32_t f) { last = f; };
-        rq.cancelled = [&] { return last > 0; };
+        rq.cancelled = [&] { return last >= 2 * W; };
         REQUIRE(gpu->generate(rq));
-        std::printf("cuda check: generate() cancelled after position 1 published %d of %d positions\n", last, T);
-        CHECK(last >= 1);
-        CHECK(last <= 1 + 4 * W);
+        std::printf("cuda check: generate() cancelled at %d of %d positions published; stopped at %d\n", 2 * W, T,
+                    last);
+        CHECK(last >= 2 * W);
+        CHECK(last <= 5 * W);
+        CHECK(last < T);
+        for (int32_t s = 0; s < p.n_samples; ++s)
+            for (int32_t i = 0; i < T; ++i) {
+                const int32_t t = tokens[size_t(s) * size_t(T) + size_t(i)];
+                if (i < last) REQUIRE((t >= 0 && t < m->cfg.vocab));
+                else REQUIRE(t == -1);
+            }
     }
 #ifndef IGPT_CUDA_EMU
     // Cancel right after start: the worker stops between steps, well before the end.
@@ -588,18 +608,22 @@ TEST_CASE("cuda: the fused decode step on a small model (the compute-sanitizer r
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
     const Model m = random_model(small_config(true), 15);
-    check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused small+bias");
-    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused small+bias");
+    check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused small+bias", "fused");
+    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused small+bias", "fused");
     {
         ScopedEnv split("IGPT_CUDA_SPLITK", "4");  // every GEMV phase split over K
-        check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+split small+bias");
+        check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+split small+bias", "fused+split4");
         // Width 128 in f32: mproj's rows are 128 chunks of 16 bytes, so each of the 4 slices sums a stripe.
         const Model wide = random_model(igpt_test::small_config(true, 128), 16);
-        check_decode(wide, CudaPrecision::F32, 3, 20, 8, "sanitize fused+split width 128");
+        check_decode(wide, CudaPrecision::F32, 3, 20, 8, "sanitize fused+split width 128", "fused+split4");
+    }
+    {
+        ScopedEnv split("IGPT_CUDA_SPLITK", "auto");  // split where the grid has warps to spare
+        check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused+split auto small+bias", "fused+split");
     }
     ScopedEnv mma("IGPT_CUDA_MMA", "1");  // the GEMV phases on tensor cores
-    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+mma small+bias");
-    check_decode(m, CudaPrecision::BF16, 8, 20, 10, "sanitize fused+mma small+bias");
+    check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+mma small+bias", "fused+mma");
+    check_decode(m, CudaPrecision::BF16, 8, 20, 10, "sanitize fused+mma small+bias", "fused+mma");
 #endif
 }
 

@@ -157,6 +157,7 @@ public:
         if (c.head_dim() > cuda::kMaxHeadDim || c.width % c.heads != 0)
             throw Error("CUDA backend: head dim " + std::to_string(c.head_dim()) + " is not supported (max " +
                         std::to_string(cuda::kMaxHeadDim) + ")");
+        cuda::fused_splitk_from_env();  // a bad IGPT_CUDA_SPLITK is refused here, whichever path decodes
         cudaDeviceProp prop{};
         IGPT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
         device_name_ = prop.name;
@@ -179,9 +180,11 @@ public:
         cudaStreamDestroy(stream_);
     }
 
+    // The decode path: the one the last decode step took (with the fused step's options), else the one the
+    // next will try.
     std::string name() const override {
-        return "cuda (" + device_name_ + ", " + cuda_precision_name(prec_) + ", " +
-               (fused_enabled_ ? "fused" : "layer-by-layer") + " decode)";
+        const std::string path = !last_decode_.empty() ? last_decode_ : fused_enabled_ ? "fused" : "layer-by-layer";
+        return "cuda (" + device_name_ + ", " + cuda_precision_name(prec_) + ", " + path + " decode)";
     }
 
     void reset(int32_t batch) override {
@@ -294,6 +297,7 @@ private:
     DevBuf prof_;  // IGPT_CUDA_PROFILE=1: the fused step's phase timings (decode_fused.cuh)
     cuda::FusedDecodePlan fused_plan_;
     int32_t fused_batch_ = 0;
+    std::string last_decode_;  // the path of the last decode step (name())
     // generate(): device-side position, next inputs, outputs by position (T, N[, top_n]) and their pinned mirrors
     DevBuf pos_, next_tok_, prompt_, out_tok_, out_ent_, out_ch_tok_, out_ch_p_;
     HostBuf h_tok_, h_ent_, h_ch_tok_, h_ch_p_;
@@ -467,6 +471,14 @@ void CudaBackend::run_forward(const int32_t* tok_dev, int32_t B, int32_t n, int3
     };
 
     cuda::embed_tokens(tok_dev, B, n, pos, pos_dev, w_.sos, w_.wte, w_.wpe, wt_, C, x, s);  // x (M, C)
+    if (n == 1) {
+        last_decode_ = "layer-by-layer";
+        if (!pool && fused_ready(B)) {
+            const int32_t sk = fused_plan_.splitk;
+            last_decode_ = std::string("fused") + (fused_plan_.mma ? "+mma" : "") +
+                           (fused_plan_.mma || sk == 1 ? "" : sk == 0 ? "+split" : "+split" + std::to_string(sk));
+        }
+    }
     if (n == 1 && !pool && fused_ready(B)) {  // the whole step in one kernel
         cuda::FusedDecodeArgs a;
         a.t = at_;

@@ -1,5 +1,5 @@
 // Shared by the CUDA op files: the element types tensors live in on the device, error checks, and (for
-// nvcc only) conversions and warp/block reductions. The op headers (*.cuh) declare plain host launchers,
+// nvcc and the emulator) conversions and warp/block reductions. The op headers (*.cuh) declare plain host launchers,
 // so backend_cuda.cpp is ordinary C++; the kernels themselves stay in the .cu files.
 //
 // Conventions of every launcher: row-major tensors, shapes in comments as (rows, cols); `void*` tensors
@@ -8,8 +8,8 @@
 // decode step can be captured into a CUDA graph. Position arguments come as `pos` (host value) or, when
 // `pos_dev` is non-null, from device memory (the graph replays one step for every position).
 //
-// Under IGPT_CUDA_EMU (tests/cuda_emu: CUDA kernels run on the CPU, for the trainer's tests without a GPU)
-// the runtime API and the device-side helpers below come from the emulator instead.
+// Under IGPT_CUDA_EMU (tests/cuda_emu: the CUDA kernels, the trainer and the inference backend run on the
+// CPU, for their tests without a GPU) the runtime API and the device intrinsics come from the emulator.
 #pragma once
 #ifdef IGPT_CUDA_EMU
 #include "cuda_emu_runtime.h"
@@ -51,9 +51,11 @@ inline const char* dev_type_name(DevType t) { return t == DevType::F32 ? "f32" :
 #ifdef IGPT_CUDA_EMU
 #define IGPT_LAUNCH(kernel, grid, block, smem, stream) ::cuda_emu::make_launcher(dim3(grid), dim3(block), smem, kernel)
 #define IGPT_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::cuda_emu::dynamic_smem())
+#define IGPT_NOINLINE __attribute__((noinline))
 #else
 #define IGPT_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
 #define IGPT_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#define IGPT_NOINLINE __device__ __noinline__  // a device function that stays a call
 #endif
 
 #ifdef __CUDACC__

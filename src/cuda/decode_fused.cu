@@ -19,6 +19,7 @@ IGPT_EMU_NAMESPACE_BEGIN  // (common.cuh: the copies tests/cuda_emu compiles get
 namespace {
 
 constexpr int kThreads = 512, kWarps = kThreads / 32;
+static_assert((kWarps & (kWarps - 1)) == 0, "gemv_split gives each row a power-of-two share of the warps");
 constexpr int kUnroll = 4;      // 16-byte loads each thread has in flight in the weight loops
 constexpr int kAttnUnroll = 8;  // and in the KV cache loops
 
@@ -202,7 +203,7 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 // fixed order (the same bits every run) and hands them to epi. Not inlined: inlined at its five call sites it
 // made the batch-8 kernels spill (ptxas -v); called, it costs a 176-byte frame once per group of rows.
 template <typename T, int MAXB, typename Epi>
-__device__ __noinline__ void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
+IGPT_NOINLINE void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
                                         int32_t S, const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int32_t R = kWarps / S, r = warp / S, s = warp % S, groups = (N + R - 1) / R;
@@ -243,9 +244,9 @@ __device__ __noinline__ void gemv_split(const T* __restrict__ W, const T* s_in, 
     }
 }
 
-// How many warps share a row in gemv_split: `forced` when non-zero (IGPT_CUDA_SPLITK), else doubled while
-// the grid's warps outnumber the row slices twice over and every slice keeps at least one 16-byte chunk per
-// lane. 1 = gemv.
+// How many warps share a row in gemv_split: `forced` when non-zero (IGPT_CUDA_SPLITK=N; 1, the default for
+// now, is gemv), else (IGPT_CUDA_SPLITK=auto) doubled while the grid's warps outnumber the row slices twice
+// over and every slice keeps at least one 16-byte chunk per lane.
 __device__ __forceinline__ int32_t gemv_splits(int32_t N, int32_t K, int32_t kv, int32_t forced) {
     if (forced > 0) return forced;
     const int32_t warps = int32_t(gridDim.x) * kWarps, nchunks = K / kv;
@@ -599,6 +600,18 @@ template <typename F> void dispatch_batch(int32_t B, F&& f) {
 
 }  // namespace
 
+int32_t fused_splitk_from_env() {
+    const char* sk = std::getenv("IGPT_CUDA_SPLITK");
+    if (!sk || !*sk) return 1;
+    if (std::strcmp(sk, "auto") == 0) return 0;
+    std::string allowed;
+    for (int32_t s = 1; s <= kWarps; s *= 2) {
+        if (std::strcmp(sk, std::to_string(s).c_str()) == 0) return s;
+        allowed += std::to_string(s) + (s * 2 <= kWarps ? ", " : "");
+    }
+    throw Error(std::string("IGPT_CUDA_SPLITK must be auto or one of ") + allowed + ", not '" + sk + "'");
+}
+
 FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, int32_t NH, int32_t D, int32_t T) {
     FusedDecodePlan plan;
     const int32_t kv = 16 / int32_t(dev_type_size(t));
@@ -641,26 +654,28 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     const bool mma = mma_env && std::strcmp(mma_env, "1") == 0 && t != DevType::F32 && C % 32 == 0 && H % 32 == 0 &&
                      major >= 8;
-    // IGPT_CUDA_SPLITK: how many warps share a row in the FMA GEMV phases; unset or 0 = chosen per matrix
-    // (gemv_splits), 1 = never split (the form measured before split-K existed).
-    int32_t splitk = 0;
-    if (const char* sk = std::getenv("IGPT_CUDA_SPLITK"); sk && *sk) {
-        splitk = std::atoi(sk);
-        if (std::strcmp(sk, std::to_string(splitk).c_str()) != 0 || splitk < 0 || splitk > kWarps ||
-            (splitk & (splitk - 1)) != 0)
-            throw Error(std::string("IGPT_CUDA_SPLITK must be 0 (automatic), 1, 2, 4, 8 or 16, not '") + sk + "'");
-    }
+    const int32_t splitk = fused_splitk_from_env();
     int blocks_per_sm = 0;
+    size_t static_smem = 0;
     dispatch_type(t, [&](auto tag) {
         using E = decltype(tag);
         dispatch_batch(B, [&](auto mb) {
             dispatch_mma(mma, [&](auto mm) {
                 void* k = kernel_ptr<E, decltype(mb)::value, decltype(mm)::value>();
+                cudaFuncAttributes fa{};
+                IGPT_CUDA_CHECK(cudaFuncGetAttributes(&fa, k));
+                static_smem = fa.sharedSizeBytes;
+                if (smem + static_smem > size_t(smem_max)) return;  // (plan.why below)
                 IGPT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
                 IGPT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, k, kThreads, smem));
             });
         });
     });
+    if (smem + static_smem > size_t(smem_max)) {
+        plan.why = "needs " + std::to_string(smem + static_smem) + " bytes of shared memory (the device has " +
+                   std::to_string(smem_max) + ")";
+        return plan;
+    }
     if (blocks_per_sm < 1) {
         plan.why = "a block of " + std::to_string(kThreads) + " threads does not fit on an SM";
         return plan;

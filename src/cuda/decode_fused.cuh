@@ -8,9 +8,10 @@
 //      finish merges the chunks (counter in global memory), so no extra barrier is needed;
 //   3. x += att · proj^T (+ bias);   4. mlp_norm + fc GEMV + bias + quick-GELU;
 //   5. x += h · mproj^T (+ bias); and after the last layer the final norm + head GEMV to f32 logits.
-// While a phase runs, each warp asks L2 for the rows of the next layer's matrix it will read. Matrices with
-// fewer rows than the grid has warps (proj, mproj, the head) are split over K between the warps of a block
-// (gemv_split in the .cu; IGPT_CUDA_SPLITK=1 turns it off, 2/4/8/16 forces a split).
+// While a phase runs, each warp asks L2 for the rows of the next layer's matrix it will read.
+// IGPT_CUDA_SPLITK=auto splits matrices with fewer rows than the grid has warps (proj, mproj, the head) over K
+// between the warps of a block (gemv_split in the .cu); 2/4/8/16 splits every one; 1 (the default until it
+// has run on a GPU) never.
 // IGPT_CUDA_MMA=1 (read by plan_fused_decode) runs the GEMV phases on tensor cores instead (gemv_mma in the
 // .cu: f16/bf16, widths a multiple of 32, sm_80+), a second instantiation of the kernel.
 // Numerics follow the layer-by-layer path: the GEMV inputs (normalised rows, attention output, MLP
@@ -40,13 +41,17 @@ struct FusedDecodePlan {
     size_t ws_floats = 0;     // attention partials
     size_t counters = 0;      // ints, zero before the first launch (the kernel leaves them zero)
     bool mma = false;         // the GEMV phases on tensor cores (IGPT_CUDA_MMA=1; not measured yet)
-    int32_t splitk = 0;       // warps per row in the FMA GEMVs: 0 = per matrix (IGPT_CUDA_SPLITK; not measured yet)
+    int32_t splitk = 1;       // warps per row in the FMA GEMVs: 0 = per matrix (fused_splitk_from_env)
 };
 
 // Measured on an H100 (iGPT-S, README): the fused step wins clearly at batch 1 (0.63 vs 1.45 ms a step),
 // ties at 8 (1.70 vs 1.74) and loses at 16 (3.6 ms; its GEMV phases grow with the batch), so larger
 // batches decode layer by layer with cuBLAS.
 constexpr int32_t kFusedMaxBatch = 8;
+
+// IGPT_CUDA_SPLITK: unset or 1 -> 1 (no split), auto -> 0 (per matrix), 2/4/8/16 -> that; else throws
+// igpt::Error naming the variable.
+int32_t fused_splitk_from_env();
 
 FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, int32_t NH, int32_t D, int32_t T);
 

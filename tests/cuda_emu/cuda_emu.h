@@ -85,7 +85,6 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {igpt::float_to_bf16(
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) alignas(n)
@@ -96,7 +95,7 @@ inline dim3 blockDim, gridDim;
 
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline uint32_t __umulhi(uint32_t a, uint32_t b) { return uint32_t((uint64_t(a) * b) >> 32); }
-// The device's min / max overloads (the kernels call them unqualified, on ints).
+// The device's min / max overloads (the kernels call them unqualified, on ints). Global, as CUDA's own are.
 template <typename T> inline T min(T a, T b) { return b < a ? b : a; }
 template <typename T> inline T max(T a, T b) { return a < b ? b : a; }
 // Loads through the read-only or L2-only paths, stores that skip L1, and fences: plain here.

@@ -3,7 +3,8 @@
 // the cuBLAS GEMM is the textbook loop, with its inputs rounded as the compute type says (bf16 or tf32) and
 // double accumulation. A captured stream records its work into a graph (a list of calls), which
 // cudaGraphLaunch replays. The device has IGPT_CUDA_EMU_SMS multiprocessors (default 8): the fused decode
-// step launches one block per SM, and splits its attention by their count. Included (by
+// step launches one block per SM, and splits its attention by their count. Each of its 512 threads a block
+// is a fiber with a 256 KiB stack (virtual memory, kept for reuse: 1 GiB at 8 SMs, 16 GiB at 132). Included (by
 // src/cuda/common.cuh and src/train/cuda/train_kernels.cuh) instead of the CUDA headers when IGPT_CUDA_EMU
 // is defined.
 #pragma once
@@ -81,6 +82,13 @@ inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {  // a
 }
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 inline cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
+struct cudaFuncAttributes {
+    size_t sharedSizeBytes = 0;  // static shared memory: unknown here (function-level statics)
+};
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
+    *a = cudaFuncAttributes{};
+    return cudaSuccess;
+}
 inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, const void*, int, size_t) {
     *n = 1;
     return cudaSuccess;
@@ -129,7 +137,10 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
     delete s;
     return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+// Waiting for a stream that is being captured is an error, as in CUDA (the capture would miss the work).
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 
 // Events: the host's clock when recorded (the "stream" has finished everything before by then).
 struct CUevent_st {
@@ -154,8 +165,12 @@ inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b)
 }
 constexpr unsigned cudaEventDisableTiming = 2, cudaEventBlockingSync = 1;
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
-inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) {
+    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 
 // Kernel launches with attributes: cooperative (every block resident, grid-wide barriers) or not.
 enum cudaLaunchAttributeID { cudaLaunchAttributeCooperative = 2 };

@@ -89,7 +89,7 @@ Limits measure_limits(int32_t threads) {
 
 // The fused step's options other than the default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
 // (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once),
-// "+splitN" / "+nosplit" for IGPT_CUDA_SPLITK=N / 1 (warps per row in the FMA GEMVs; unset = per matrix).
+// "+split" / "+splitN" for IGPT_CUDA_SPLITK=auto / N (the FMA GEMVs split over K; unset or 1 = never).
 std::string fused_options() {
     auto on = [](const char* name) {
         const char* v = std::getenv(name);
@@ -97,11 +97,12 @@ std::string fused_options() {
     };
     const char* p = std::getenv("IGPT_CUDA_PRECISION");
     std::string s;
-    if (on("IGPT_CUDA_MMA") && !(p && std::strcmp(p, "f32") == 0)) s += "+mma";
+    const bool mma = on("IGPT_CUDA_MMA") && !(p && std::strcmp(p, "f32") == 0);
+    if (mma) s += "+mma";
+    const char* split = std::getenv("IGPT_CUDA_SPLITK");  // (tensor-core GEMVs are never split)
+    if (!mma && split && *split && std::strcmp(split, "1") != 0)
+        s += std::strcmp(split, "auto") == 0 ? std::string("+split") : std::string("+split") + split;
     if (on("IGPT_CUDA_SHARED_KV")) s += "+shared";
-    const char* split = std::getenv("IGPT_CUDA_SPLITK");
-    if (split && *split && std::strcmp(split, "0") != 0)
-        s += std::strcmp(split, "1") == 0 ? std::string("+nosplit") : std::string("+split") + split;
     return s;
 }
 
