@@ -653,3 +653,21 @@ TEST_CASE("cuda: a small model through every kernel (the compute-sanitizer run)"
     for (int32_t t : u.tokens) REQUIRE((t >= 0 && t < m.cfg.vocab));
 #endif
 }
+TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K GEMVs", "[cuda]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_WITH_CUDA
+    // Width 512, hidden 2048, 8 heads (iGPT-S's layer, two of them, on an 8x8 image), on a grid of 132 SMs
+    // (the emulator's IGPT_CUDA_EMU_SMS; a GPU has its own): the fused step's shapes and the split choices
+    // of the real model (proj and the head 2 ways, mproj 4 ways with IGPT_CUDA_SPLITK=auto).
+    ScopedEnv sms("IGPT_CUDA_EMU_SMS", "132");
+    ModelConfig c = igpt_test::small_config(true, 512);
+    c.heads = 8;
+    const Model m = random_model(c, 21);
+    for (const std::string split : {"1", "auto"}) {
+        ScopedEnv env("IGPT_CUDA_SPLITK", split);
+        const std::string path = split == "auto" ? "fused+split" : "fused";
+        check_decode(m, CudaPrecision::F16, 8, 20, 3, "width 512 " + path, path);
+        check_decode(m, CudaPrecision::F32, 1, 20, 3, "width 512 " + path, path);
+    }
+#endif
+}
