@@ -3,9 +3,9 @@
 #   1. AddressSanitizer + UndefinedBehaviorSanitizer (+ LeakSanitizer) over the whole Catch2 suite (build-asan).
 #   2. ThreadSanitizer over the threaded tests: completion sessions, the reference/threaded inference
 #      tests and the CLI tests (build-tsan).
-#   3. ThreadSanitizer over the CUDA kernels that tests/cuda_emu runs on the CPU (the trainer's flash
-#      attention), built so that a block's threads are OS threads: a missing __syncthreads is a reported race.
-#      Small: one test file, built on its own (build-emu-tsan).
+#   3. ThreadSanitizer over CUDA kernels that tests/cuda_emu runs on the CPU (the trainer's flash attention,
+#      the inference backend's attention and sampling), built so that a block's threads are OS threads: a
+#      missing __syncthreads is a reported race. Small: two test files, built on their own (build-emu-tsan).
 # Any report fails the run: UBSan does not recover (-fno-sanitize-recover), ASan/TSan halt on error.
 # Nothing is suppressed.
 #
@@ -68,13 +68,16 @@ if [ "$which" = all ] || [ "$which" = emu ]; then
     echo "== TSan: CUDA kernels on CPU threads (tests/cuda_emu)"
     mkdir -p build-emu-tsan
     # IGPT_CUDA_EMU_THREADS: each CUDA thread an OS thread (the default, fibers, would hide races from TSan)
-    "$CXX" -std=c++17 -O1 -g -fno-strict-aliasing -fsanitize=thread -DIGPT_CUDA_EMU -DIGPT_CUDA_EMU_THREADS -Itests/cuda_emu -Isrc \
-        -Isrc/train/cuda \
-        tests/test_flash_emu.cpp tests/test_main.cpp -o build-emu-tsan/flash_emu_tsan -pthread
+    # (-fno-strict-aliasing: the kernels read 16-byte words through element pointers, as nvcc allows)
+    "$CXX" -std=c++17 -O1 -g -fno-strict-aliasing -fsanitize=thread -DIGPT_CUDA_EMU -DIGPT_CUDA_EMU_THREADS \
+        -Itests/cuda_emu -Isrc -Isrc/train/cuda tests/test_flash_emu.cpp tests/test_attention_emu.cpp tests/test_main.cpp \
+        -x c++ src/cuda/attention_decode.cu src/cuda/attention_prefill.cu src/cuda/sampling.cu -x none \
+        -o build-emu-tsan/kernels_emu_tsan -pthread
     export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
     runner=()
     command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null && runner=(setarch "$(uname -m)" -R)
-    if "${runner[@]}" build-emu-tsan/flash_emu_tsan --reporter compact "[flash]"; then
+    # Catch2 v2: tags listed one after another (comma) select the union.
+    if "${runner[@]}" build-emu-tsan/kernels_emu_tsan --reporter compact "[flash],[cuda_kernels]"; then
         echo "TSan (emulated CUDA kernels): PASS ($((SECONDS - t0)) s including the build)"
     else
         echo "TSan (emulated CUDA kernels): FAIL"
