@@ -103,7 +103,7 @@ struct AttnCase {
 
 }  // namespace
 
-TEST_CASE("cuda kernels: split-K decode attention matches attention in double (f32, f16)", "[cuda_kernels]") {
+TEST_CASE("cuda kernels: decode attention over chunks of keys matches attention in double (f32, f16)", "[cuda_kernels]") {
     for (const AttnCase c : {AttnCase{1, 2, 16, 200}, AttnCase{3, 2, 64, 130}, AttnCase{2, 3, 40, 64}}) {
         const int32_t C = c.NH * c.D;
         for (const bool half : {false, true}) {
