@@ -84,7 +84,8 @@ void attend(const std::vector<float>& q, int64_t q_row, const std::vector<float>
     double mx = -INFINITY;
     for (int32_t j = 0; j <= p; ++j) {
         double t = 0;
-        for (int32_t d = 0; d < D; ++d) t += double(q[size_t(q_row + int64_t(h) * D + d)]) * kc[size_t(head + int64_t(j) * D + d)];
+        for (int32_t d = 0; d < D; ++d)
+            t += double(q[size_t(q_row + int64_t(h) * D + d)]) * kc[size_t(head + int64_t(j) * D + d)];
         s[size_t(j)] = t * scale;
         mx = std::max(mx, s[size_t(j)]);
     }
@@ -103,7 +104,8 @@ struct AttnCase {
 
 }  // namespace
 
-TEST_CASE("cuda kernels: decode attention over chunks of keys matches attention in double (f32, f16)", "[cuda_kernels]") {
+TEST_CASE("cuda kernels: decode attention over chunks of keys matches attention in double (f32, f16)",
+          "[cuda_kernels]") {
     for (const AttnCase c : {AttnCase{1, 2, 16, 200}, AttnCase{3, 2, 64, 130}, AttnCase{2, 3, 40, 64}}) {
         const int32_t C = c.NH * c.D;
         for (const bool half : {false, true}) {
@@ -115,8 +117,8 @@ TEST_CASE("cuda kernels: decode attention over chunks of keys matches attention 
             const float scale = 1.0f / std::sqrt(float(c.D));
             for (const int32_t chunk : {64, 128}) {
                 float* ws = nullptr;
-                REQUIRE(cudaMalloc(reinterpret_cast<void**>(&ws), attention_decode_workspace(c.B, c.NH, c.D, c.T, chunk) * 4) ==
-                        cudaSuccess);
+                const size_t ws_floats = attention_decode_workspace(c.B, c.NH, c.D, c.T, chunk);
+                REQUIRE(cudaMalloc(reinterpret_cast<void**>(&ws), ws_floats * 4) == cudaSuccess);
                 // the first position, the last of a chunk, the first of the next, the last position
                 for (const int32_t pos : {0, chunk - 1, chunk, c.T - 1}) {
                     if (pos >= c.T) continue;
