@@ -258,6 +258,15 @@ private:
     void plan_fused(int32_t B);
     void report_profile();
     bool fused_ready(int32_t B) const { return fused_enabled_ && fused_batch_ == B && fused_plan_.ok; }
+    // The fused step with its options, as name() and `igpt bench` report it: fused[+mma][+split[N]][+shared].
+    std::string fused_path() const {
+        const int32_t sk = fused_plan_.splitk;
+        std::string path = "fused";
+        if (fused_plan_.mma) path += "+mma";  // (tensor-core GEMVs are never split)
+        else if (sk != 1) path += sk == 0 ? std::string("+split") : "+split" + std::to_string(sk);
+        if (shared_len_ > 0) path += "+shared";
+        return path;
+    }
     static bool fused_default() {
         const char* env = std::getenv("IGPT_CUDA_FUSED");  // 0: decode layer by layer (for A/B checks)
         return !(env && std::strcmp(env, "0") == 0);
@@ -471,15 +480,9 @@ void CudaBackend::run_forward(const int32_t* tok_dev, int32_t B, int32_t n, int3
     };
 
     cuda::embed_tokens(tok_dev, B, n, pos, pos_dev, w_.sos, w_.wte, w_.wpe, wt_, C, x, s);  // x (M, C)
-    if (n == 1) {
-        last_decode_ = "layer-by-layer";
-        if (!pool && fused_ready(B)) {
-            const int32_t sk = fused_plan_.splitk;
-            last_decode_ = std::string("fused") + (fused_plan_.mma ? "+mma" : "") +
-                           (fused_plan_.mma || sk == 1 ? "" : sk == 0 ? "+split" : "+split" + std::to_string(sk));
-        }
-    }
-    if (n == 1 && !pool && fused_ready(B)) {  // the whole step in one kernel
+    const bool fused = n == 1 && !pool && fused_ready(B);  // the whole step in one kernel
+    if (n == 1) last_decode_ = fused ? fused_path() : "layer-by-layer";
+    if (fused) {
         cuda::FusedDecodeArgs a;
         a.t = at_;
         a.B = B;

@@ -87,23 +87,14 @@ Limits measure_limits(int32_t threads) {
     return L;
 }
 
-// The fused step's options other than the default, as the RESULT line names them: "+mma" for IGPT_CUDA_MMA=1
-// (tensor-core GEMVs, f16 and bf16 only), "+shared" for IGPT_CUDA_SHARED_KV=1 (the prompt read once),
-// "+split" / "+splitN" for IGPT_CUDA_SPLITK=auto / N (the FMA GEMVs split over K; unset or 1 = never).
-std::string fused_options() {
-    auto on = [](const char* name) {
-        const char* v = std::getenv(name);
-        return v && std::strcmp(v, "1") == 0;
-    };
-    const char* p = std::getenv("IGPT_CUDA_PRECISION");
-    std::string s;
-    const bool mma = on("IGPT_CUDA_MMA") && !(p && std::strcmp(p, "f32") == 0);
-    if (mma) s += "+mma";
-    const char* split = std::getenv("IGPT_CUDA_SPLITK");  // (tensor-core GEMVs are never split)
-    if (!mma && split && *split && std::strcmp(split, "1") != 0)
-        s += std::strcmp(split, "auto") == 0 ? std::string("+split") : std::string("+split") + split;
-    if (on("IGPT_CUDA_SHARED_KV")) s += "+shared";
-    return s;
+// The decode path the backend's steps took, from its name ("cuda (NVIDIA H200, f16, fused+mma decode)"), as
+// the RESULT line names it: fused[+mma][+split[N]][+shared], or layered.
+std::string decode_path(const std::string& backend_name) {
+    const size_t end = backend_name.rfind(" decode)");
+    const size_t start = end == std::string::npos ? end : backend_name.rfind(", ", end);
+    if (start == std::string::npos) return "unknown";
+    const std::string path = backend_name.substr(start + 2, end - start - 2);
+    return path == "layer-by-layer" ? "layered" : path;
 }
 
 // Peak memory bandwidth (GB/s) from the datasheets of the GPUs this is run on; 0 for others.
@@ -303,15 +294,10 @@ void register_bench(CLI::App& app) {
             std::printf("complete (weights resident, sampling on the device, graph per step): %.3f s (prefill %.4f s, "
                         "decode %.3f ms/step; weights + KV read in %.3f ms at %.0f GB/s: ratio %.2fx)\n",
                         best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3, o->hbm_gbs, per / ideal);
-            const char* fused = std::getenv("IGPT_CUDA_FUSED");
-            bool fused_step = !(fused && std::strcmp(fused, "0") == 0);
-#ifdef IGPT_WITH_CUDA
-            fused_step = fused_step && B <= igpt::cuda_fused_max_batch();
-#endif
             std::printf("RESULT igpt device=%s decode=%s config=%s batch=%d complete_s=%.4f prefill_s=%.4f step_ms=%.4f "
                         "ideal_ms=%.4f\n",
-                        gpu ? "cuda" : "cpu", fused_step ? ("fused" + fused_options()).c_str() : "layered",
-                        cfg.name.c_str(), B, best_gen, best_st.prefill_s, per * 1e3, ideal * 1e3);
+                        gpu ? "cuda" : "cpu", decode_path(backend->name()).c_str(), cfg.name.c_str(), B, best_gen,
+                        best_st.prefill_s, per * 1e3, ideal * 1e3);
         } else {
             std::printf("RESULT igpt device=%s config=%s batch=%d complete_s=%.4f\n", gpu ? "cuda" : "cpu",
                         cfg.name.c_str(), B, best);
