@@ -21,9 +21,9 @@
 #     bench/torch_bench.py (static-KV decoder under torch.compile, Hugging Face generate);
 #  7. the whole native suite if time is still left.
 # summary.txt ranks the decode paths (per batch) and the trainer variants (per shape), fastest first, for
-# choosing the defaults. Every step has its own time limit; a failed step does not stop the ones after it. At most 8 files come back
-# from the device tool: this writes summary.txt, build.txt, tests.txt, bench_igpt.txt, bench_train.txt,
-# bench_torch.txt, train.txt and the trained model.
+# choosing the defaults. Every step has its own time limit; a failed step does not stop the ones after it.
+# At most 8 files come back from the device tool: this writes summary.txt, build.txt, tests.txt,
+# bench_igpt.txt, bench_train.txt, bench_torch.txt, train.txt and the trained model.
 #
 #   dev machine:  bash scripts/pack_device_run.sh        # -> .cache/dev (headers, binaries, CIFAR-10 tarball)
 #   device tool:  run(command="TRAIN_SECONDS=180 bash scripts/gpu_check.sh", carry=[".cache/dev"], timeout_s=600)
@@ -55,6 +55,12 @@ export PYTHONUNBUFFERED=1
 
 note() { echo "[$((SECONDS - T0)) s] $*" | tee -a "$SUMMARY"; }
 keep() { tee -a "$SUMMARY"; }  # lines worth reading first: to the summary and the output
+# Lines "group value name", sorted with each group's fastest first: one ranking a group. $1: its title (a printf
+# format of the group), $2: the value's printf format.
+rank() {
+    awk -v title="$1" -v vfmt="$2" '{ if ($1 != g) { g = $1; best = $2; printf title ":\n", g }
+        printf "  %-20s " vfmt " (%.2fx the fastest)\n", $3, $2, $2 / best }'
+}
 left() { echo $((BUDGET - (SECONDS - T0))); }
 step() {  # name, log file, time limit (s), command...
     local name=$1 logf=$2 limit=$3
@@ -174,8 +180,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     # The decode paths side by side, fastest first at each batch: which one should be the default.
     grep "^RESULT igpt device=cuda decode=" "$OUT/bench_igpt.txt" |
         sed -E 's/.*decode=([^ ]+).* batch=([0-9]+) complete_s=([0-9.]+).*/\2 \3 \1/' | sort -k1,1n -k2,2g |
-        awk '{ if ($1 != b) { b = $1; best = $2; printf "decode paths at batch %s, fastest first:\n", b }
-               printf "  %-24s %.4f s (%.2fx the fastest)\n", $3, $2, $2 / best }' | keep
+        rank "decode paths at batch %s, fastest first" "%.4f s" | keep
 
     # --- 4. training speed: igpt train-bench, 26M and iGPT-S shapes, batch 32 ----------------------------------
     for shape in "--layers 8" ""; do
@@ -191,8 +196,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     grep "^RESULT igpt-train device=cuda" "$OUT/bench_train.txt" |
         sed -E 's/.*math=([^ ]+) attention=([^ ]+) .*params=([0-9]+) .* tokens_per_s=([0-9]+).*/\3 \4 \1+\2/' |
         sort -k1,1n -k2,2gr |
-        awk '{ if ($1 != p) { p = $1; best = $2; printf "trainer variants at %s parameters, fastest first:\n", p }
-               printf "  %-14s %9d tokens/s (%.2fx the fastest)\n", $3, $2, $2 / best }' | keep
+        rank "trainer variants at %s parameters, fastest first" "%9d tokens/s" | keep
 
 fi
 

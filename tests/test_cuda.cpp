@@ -41,9 +41,8 @@ bool gpu_or_skip() {
     if (!said) std::printf("cuda check: running on cuda_emu (the CUDA backend's kernels on the CPU)\n");
     said = true;
     return true;
-#endif
+#elif defined(IGPT_WITH_CUDA)
     if (cuda_available()) return true;
-#ifdef IGPT_WITH_CUDA
     WARN("skipped: no GPU (this build has the CUDA backend, but no CUDA device is visible)");
 #else
     WARN("skipped: no GPU (this build has no CUDA backend: IGPT_WITH_CUDA is off)");

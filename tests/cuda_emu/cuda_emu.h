@@ -87,7 +87,6 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) { return {igpt::float_to_bf16(
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
-#define __align__(n) alignas(n)
 
 inline thread_local uint3 threadIdx;
 inline thread_local uint3 blockIdx;

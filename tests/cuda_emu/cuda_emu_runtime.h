@@ -3,8 +3,8 @@
 // the cuBLAS GEMM is the textbook loop, with its inputs rounded as the compute type says (bf16 or tf32) and
 // double accumulation. A captured stream records its work into a graph (a list of calls), which
 // cudaGraphLaunch replays. The device has IGPT_CUDA_EMU_SMS multiprocessors (default 8): the fused decode
-// step launches one block per SM, and splits its attention by their count. Each of its 512 threads a block
-// is a fiber with a 256 KiB stack (virtual memory, kept for reuse: 1 GiB at 8 SMs, 16 GiB at 132). Included (by
+// step launches one block per SM, and splits its attention by their count. Each thread of its 512-thread
+// blocks is a fiber with a 256 KiB stack (virtual memory, kept for reuse: 1 GiB at 8 SMs, 16 GiB at 132). Included (by
 // src/cuda/common.cuh and src/train/cuda/train_kernels.cuh) instead of the CUDA headers when IGPT_CUDA_EMU
 // is defined.
 #pragma once
@@ -106,6 +106,8 @@ inline cudaError_t cudaFree(void* p) {
 inline cudaError_t cudaMallocHost(void** p, size_t n) { return cudaMalloc(p, n); }
 inline cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
 namespace cuda_emu {
+// What CUDA answers to a call that would wait for, or run outside, a stream being captured.
+inline cudaError_t unless_capturing() { return g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 // Work on a stream: done now, or recorded when the stream is being captured.
 template <typename F> cudaError_t enqueue(F&& work) {
     if (g_capture) g_capture->push_back(std::forward<F>(work));
@@ -119,14 +121,14 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyK
     });
 }
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
-    if (cuda_emu::g_capture) return cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = cuda_emu::unless_capturing()) return e;
     return cudaMemcpyAsync(d, s, n, k);
 }
 inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t = nullptr) {
     return cuda_emu::enqueue([=] { std::memset(d, v, n); });
 }
 inline cudaError_t cudaMemset(void* d, int v, size_t n) {
-    if (cuda_emu::g_capture) return cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = cuda_emu::unless_capturing()) return e;
     return cudaMemsetAsync(d, v, n);
 }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
@@ -138,9 +140,7 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 // Waiting for a stream that is being captured is an error, as in CUDA (the capture would miss the work).
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
-    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
-}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cuda_emu::unless_capturing(); }
 
 // Events: the host's clock when recorded (the "stream" has finished everything before by then).
 struct CUevent_st {
@@ -165,12 +165,8 @@ inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b)
 }
 constexpr unsigned cudaEventDisableTiming = 2, cudaEventBlockingSync = 1;
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) { return cudaEventCreate(e); }
-inline cudaError_t cudaEventSynchronize(cudaEvent_t) {
-    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
-}
-inline cudaError_t cudaDeviceSynchronize() {
-    return cuda_emu::g_capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
-}
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cuda_emu::unless_capturing(); }
+inline cudaError_t cudaDeviceSynchronize() { return cuda_emu::unless_capturing(); }
 
 // Kernel launches with attributes: cooperative (every block resident, grid-wide barriers) or not.
 enum cudaLaunchAttributeID { cudaLaunchAttributeCooperative = 2 };
@@ -217,7 +213,7 @@ struct CUgraphExec_st {
 };
 using cudaGraphExec_t = CUgraphExec_st*;
 inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
-    if (cuda_emu::g_capture) return cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t e = cuda_emu::unless_capturing()) return e;
     cuda_emu::g_capture = new std::vector<std::function<void()>>;
     return cudaSuccess;
 }
@@ -233,7 +229,7 @@ inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsig
     return cudaSuccess;
 }
 inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
-    if (cuda_emu::g_capture) return cudaErrorStreamCaptureUnsupported;
+    if (const cudaError_t err = cuda_emu::unless_capturing()) return err;
     for (const auto& w : e->work) w();
     return cudaSuccess;
 }
