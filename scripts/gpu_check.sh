@@ -7,7 +7,8 @@
 #  3. `igpt bench --device cuda` for iGPT-S at batch 1 / 8 / 32 (fused decode step; layer by layer at 8; the
 #     fused step with tensor-core GEMVs, IGPT_CUDA_MMA=1, at 8 and 1, with the shared prompt read once,
 #     IGPT_CUDA_SHARED_KV=1, and with both at 8; with split-K GEMVs, IGPT_CUDA_SPLITK=auto, at 8 and 1, and
-#     with the shared prompt at 8);
+#     with the shared prompt at 8; with one-pass attention, IGPT_CUDA_ONEPASS=1, at 8 and 1, and with the
+#     others);
 #  4. `igpt train-bench --device cuda` on the 26M and iGPT-S shapes at batch 32: bf16 GEMMs on f32 storage
 #     with the batched-GEMM attention and with flash attention, and --cuda-math mixed (bf16 storage, flash);
 #     each with IGPT_CUDA_PROFILE=1 (the step's time in GEMMs, attention, optimizer and the rest);
@@ -164,10 +165,12 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     step "igpt bench S batch 8, layer by layer" "$OUT/bench_igpt.txt" 90 env IGPT_CUDA_FUSED=0 "$IGPT" bench \
         -c S --device cuda --batch 8 --repeats 2
     # Not the defaults yet (written without a GPU): the GEMV phases on tensor cores (IGPT_CUDA_MMA=1), the
-    # prompt's keys and values read from sample 0's copy (IGPT_CUDA_SHARED_KV=1), both, and proj, mproj and
-    # the head split over K (IGPT_CUDA_SPLITK=auto), alone and with the shared prompt.
+    # prompt's keys and values read from sample 0's copy (IGPT_CUDA_SHARED_KV=1), both, proj, mproj and
+    # the head split over K (IGPT_CUDA_SPLITK=auto), alone and with the shared prompt, and one-pass attention
+    # (IGPT_CUDA_ONEPASS=1), alone and with the others.
     for v in "MMA 8" "MMA 1" "SHARED_KV 8" "MMA,SHARED_KV 8" "SPLITK=auto 8" "SPLITK=auto 1" \
-        "SPLITK=auto,SHARED_KV 8"; do
+        "SPLITK=auto,SHARED_KV 8" "ONEPASS 8" "ONEPASS 1" "MMA,SHARED_KV,ONEPASS 8" \
+        "SPLITK=auto,SHARED_KV,ONEPASS 8" "SPLITK=auto,ONEPASS 1"; do
         set -- $v
         envs=()
         for f in ${1//,/ }; do

@@ -290,14 +290,17 @@ TEST_CASE("cuda: cached decode logits agree with the CPU backend (batch 1 and 8)
     const Model tiny = random_model(tiny_config(false), 4);
     // Every decode path: the fused one-kernel step (the default), the same with every GEMV phase split over
     // K between 4 warps (IGPT_CUDA_SPLITK=4), with its GEMV phases on tensor cores (IGPT_CUDA_MMA=1; f16 and
-    // bf16 only, f32 keeps the FMA loop), and the layer-by-layer kernels. Each checks that it took its path.
-    for (const std::string mode : {"fused", "fused+split", "fused+mma", "layered"}) {
+    // bf16 only, f32 keeps the FMA loop), with one-pass attention (IGPT_CUDA_ONEPASS=1), and the
+    // layer-by-layer kernels. Each checks that it took its path.
+    for (const std::string mode : {"fused", "fused+split", "fused+mma", "fused+onepass", "layered"}) {
         ScopedEnv env("IGPT_CUDA_FUSED", mode == "layered" ? "0" : "1");
         ScopedEnv mma("IGPT_CUDA_MMA", mode == "fused+mma" ? "1" : "0");
         ScopedEnv split("IGPT_CUDA_SPLITK", mode == "fused+split" ? "4" : "1");
+        ScopedEnv onepass("IGPT_CUDA_ONEPASS", mode == "fused+onepass" ? "1" : "0");
         auto path = [&](CudaPrecision prec, int32_t B) -> std::string {
             if (mode == "layered" || B > cuda_fused_max_batch()) return "layer-by-layer";
             if (mode == "fused+mma") return prec == CudaPrecision::F32 ? "fused" : "fused+mma";
+            if (mode == "fused+onepass") return mode;
             return mode == "fused+split" ? "fused+split4" : "fused";
         };
         const std::vector<CudaPrecision> precs =
@@ -384,16 +387,19 @@ TEST_CASE("cuda: greedy completions equal the CPU's token for token", "[cuda]") 
         CHECK(prob < 1e-4);
         CHECK(choice_diff == 0);
         // IGPT_CUDA_SHARED_KV=1: the fused step reads the fanned-out prompt from sequence 0's cache, the same
-        // values, so the same bits come out (f32 here; f16 with 8 samples below).
-        for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16}) {
+        // values, so the same bits come out (f32 here; f16 with 8 samples below, also with one-pass attention).
+        const std::pair<CudaPrecision, bool> variants[] = {
+            {CudaPrecision::F32, false}, {CudaPrecision::F16, false}, {CudaPrecision::F16, true}};
+        for (const auto& [prec, onepass] : variants) {
+            ScopedEnv one("IGPT_CUDA_ONEPASS", onepass ? "1" : "0");
             CompletionParams q = p;
             if (prec == CudaPrecision::F16) q.n_samples = 8;
             const Completion own = prec == CudaPrecision::F32 ? got : cuda_generate(*m, prec, image, q);
             ScopedEnv shared("IGPT_CUDA_SHARED_KV", "1");
             const Completion sh = cuda_generate(*m, prec, image, q);
-            std::printf("cuda check: greedy %s (%s), prompt read from sequence 0: tokens %s, entropy %s\n",
-                        cfg.name.c_str(), pname(prec), sh.tokens == own.tokens ? "identical" : "DIFFER",
-                        sh.entropy == own.entropy ? "identical" : "DIFFERS");
+            std::printf("cuda check: greedy %s (%s%s), prompt read from sequence 0: tokens %s, entropy %s\n",
+                        cfg.name.c_str(), pname(prec), onepass ? ", one-pass attention" : "",
+                        sh.tokens == own.tokens ? "identical" : "DIFFER", sh.entropy == own.entropy ? "identical" : "DIFFERS");
             CHECK(sh.tokens == own.tokens);
             CHECK(sh.entropy == own.entropy);
         }
@@ -620,6 +626,11 @@ TEST_CASE("cuda: the fused decode step on a small model (the compute-sanitizer r
         ScopedEnv split("IGPT_CUDA_SPLITK", "auto");  // split where the grid has warps to spare
         check_decode(m, CudaPrecision::F32, 2, 20, 10, "sanitize fused+split auto small+bias", "fused+split");
     }
+    {
+        ScopedEnv onepass("IGPT_CUDA_ONEPASS", "1");  // one-pass attention, merged by the proj phase's staging
+        ScopedEnv profile("IGPT_CUDA_PROFILE", "1");  // and every block timing its phases
+        check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+onepass small+bias", "fused+onepass");
+    }
     ScopedEnv mma("IGPT_CUDA_MMA", "1");  // the GEMV phases on tensor cores
     check_decode(m, CudaPrecision::F16, 5, 20, 10, "sanitize fused+mma small+bias", "fused+mma");
     check_decode(m, CudaPrecision::BF16, 8, 20, 10, "sanitize fused+mma small+bias", "fused+mma");
@@ -652,7 +663,47 @@ TEST_CASE("cuda: a small model through every kernel (the compute-sanitizer run)"
     for (int32_t t : u.tokens) REQUIRE((t >= 0 && t < m.cfg.vocab));
 #endif
 }
-TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K GEMVs", "[cuda]") {
+TEST_CASE("cuda: the fused step's profile: block 0's phases, and each phase across the blocks", "[cuda]") {
+#ifdef IGPT_WITH_CUDA  // (host arithmetic: no GPU needed)
+    constexpr int S = 12;
+    std::vector<uint64_t> slots(2 * S, 0);
+    CHECK(cuda_fused_profile_report(slots, 2, 8).empty());  // no step yet
+    // Two steps. qkv: block 0 works 4 us and waits 3 us, block 1 works 8 us and waits 1 us; mproj: block 1
+    // waits 0.4 us; the head: 1 us.
+    slots[0] = 4000, slots[1] = 3000, slots[S + 0] = 8000, slots[S + 1] = 1000;
+    slots[9] = 600, slots[S + 9] = 400, slots[10] = 1000, slots[11] = slots[S + 11] = 2;
+    const std::string r = cuda_fused_profile_report(slots, 2, 8);
+    INFO(r);
+    CHECK(r.find("batch 8, 2 steps") != std::string::npos);
+    CHECK(r.find(" qkv 2.0 + 1.5;") != std::string::npos);
+    CHECK(r.find("head 0.5; total 4.3\n") != std::string::npos);
+    CHECK(r.find("across 2 blocks") != std::string::npos);
+    CHECK(r.find(" qkv 3.0 mean, 4.0 slowest, 0.5 barrier;") != std::string::npos);
+    CHECK(r.find(" mproj 0.0 mean, 0.0 slowest, 0.2 barrier;") != std::string::npos);
+    CHECK(std::count(r.begin(), r.end(), '\n') == 2);
+#else
+    gpu_or_skip();
+#endif
+}
+
+TEST_CASE("cuda: one-pass attention over 1,000 keys, several rounds of keys a thread", "[cuda]") {
+    if (!gpu_or_skip()) return;
+#ifdef IGPT_WITH_CUDA
+    // Head dim 64 (width 128, 2 heads), 32x32 image: at batch 8 one chunk holds all 1,024 keys of a
+    // (sequence, head), so a thread's online softmax takes 2 rounds of keys in f16 and 4 in f32, rescaling
+    // its state between them; at batch 1 the keys are split over 4 chunks that the proj phase merges.
+    ModelConfig c = igpt_test::small_config(true, 128, 1);
+    c.heads = 2;
+    c.image_h = c.image_w = 32;
+    const Model m = random_model(c, 23);
+    ScopedEnv onepass("IGPT_CUDA_ONEPASS", "1");
+    for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16})
+        for (int32_t B : {8, 1}) check_decode(m, prec, B, 1000, 3, "long context onepass", "fused+onepass");
+#endif
+}
+
+TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K GEMVs and one-pass attention",
+          "[cuda]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
     // Width 512, hidden 2048, 8 heads (iGPT-S's layer, two of them, on an 8x8 image), on a grid of 132 SMs
@@ -662,9 +713,10 @@ TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K G
     ModelConfig c = igpt_test::small_config(true, 512);
     c.heads = 8;
     const Model m = random_model(c, 21);
-    for (const std::string split : {"1", "auto"}) {
-        ScopedEnv env("IGPT_CUDA_SPLITK", split);
-        const std::string path = split == "auto" ? "fused+split" : "fused";
+    for (const std::string split : {"1", "auto", "auto+onepass"}) {
+        ScopedEnv env("IGPT_CUDA_SPLITK", split == "1" ? "1" : "auto");
+        ScopedEnv onepass("IGPT_CUDA_ONEPASS", split == "auto+onepass" ? "1" : "0");
+        const std::string path = split == "1" ? "fused" : split == "auto" ? "fused+split" : "fused+split+onepass";
         check_decode(m, CudaPrecision::F16, 8, 20, 3, "width 512 " + path, path);
         check_decode(m, CudaPrecision::F32, 1, 20, 3, "width 512 " + path, path);
     }

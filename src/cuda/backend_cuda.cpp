@@ -258,12 +258,14 @@ private:
     void plan_fused(int32_t B);
     void report_profile();
     bool fused_ready(int32_t B) const { return fused_enabled_ && fused_batch_ == B && fused_plan_.ok; }
-    // The fused step with its options, as name() and `igpt bench` report it: fused[+mma][+split[N]][+shared].
+    // The fused step with its options, as name() and `igpt bench` report it:
+    // fused[+mma][+split[N]][+onepass][+shared].
     std::string fused_path() const {
         const int32_t sk = fused_plan_.splitk;
         std::string path = "fused";
         if (fused_plan_.mma) path += "+mma";  // (tensor-core GEMVs are never split)
         else if (sk != 1) path += sk == 0 ? std::string("+split") : "+split" + std::to_string(sk);
+        if (fused_plan_.onepass) path += "+onepass";
         if (shared_len_ > 0) path += "+shared";
         return path;
     }
@@ -402,26 +404,17 @@ void CudaBackend::plan_fused(int32_t B) {
     if (fused_cnt_.reserve(std::max<size_t>(fused_plan_.counters, 1) * 4))
         IGPT_CUDA_CHECK(cudaMemset(fused_cnt_.get(), 0, fused_cnt_.bytes()));
     const char* prof = std::getenv("IGPT_CUDA_PROFILE");
-    if (prof && *prof && std::strcmp(prof, "0") != 0 && prof_.reserve(cuda::kFusedProfileSlots * 8))
+    if (prof && *prof && std::strcmp(prof, "0") != 0 &&
+        prof_.reserve(size_t(fused_plan_.grid) * cuda::kFusedProfileSlots * 8))
         IGPT_CUDA_CHECK(cudaMemset(prof_.get(), 0, prof_.bytes()));
 }
 
-// IGPT_CUDA_PROFILE=1: one line on stderr with the fused step's phase times, per step, as block 0 saw them.
+// IGPT_CUDA_PROFILE=1: the fused step's phase times on stderr (cuda_fused_profile_report).
 void CudaBackend::report_profile() {
-    if (!prof_.get()) return;
-    unsigned long long h[cuda::kFusedProfileSlots] = {};
-    if (cudaMemcpy(h, prof_.get(), sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess || h[11] == 0) return;
-    const double per = 1e3 * double(h[11]);  // ns -> microseconds per step
-    static const char* names[] = {"qkv", "attention", "proj", "fc", "mproj"};
-    std::fprintf(stderr, "fused decode profile, batch %d, %llu steps, microseconds per step (block 0; + its wait at the "
-                 "barrier):", fused_batch_, h[11]);
-    double total = 0;
-    for (int i = 0; i < 5; ++i) {
-        std::fprintf(stderr, " %s %.1f + %.1f;", names[i], double(h[2 * i]) / per, double(h[2 * i + 1]) / per);
-        total += double(h[2 * i] + h[2 * i + 1]) / per;
-    }
-    total += double(h[10]) / per;
-    std::fprintf(stderr, " head %.1f; total %.1f\n", double(h[10]) / per, total);
+    if (!prof_.get() || fused_plan_.grid < 1) return;
+    std::vector<uint64_t> h(size_t(fused_plan_.grid) * cuda::kFusedProfileSlots);
+    if (cudaMemcpy(h.data(), prof_.get(), h.size() * 8, cudaMemcpyDeviceToHost) != cudaSuccess) return;
+    std::fputs(cuda_fused_profile_report(h, fused_plan_.grid, fused_batch_).c_str(), stderr);
 }
 
 void CudaBackend::ensure_rows(int64_t M) {
@@ -759,6 +752,40 @@ CudaPrecision cuda_default_precision() {
 std::unique_ptr<Backend> make_cuda_backend(const Model& model, CudaPrecision precision) {
     if (!gpu_present()) throw Error("no CUDA GPU is available (use --device cpu)");
     return std::make_unique<CudaBackend>(model, precision);
+}
+
+std::string cuda_fused_profile_report(const std::vector<uint64_t>& slots, int32_t blocks, int32_t batch) {
+    constexpr int S = cuda::kFusedProfileSlots;
+    if (blocks < 1 || slots.size() < size_t(blocks) * S || slots[11] == 0) return "";
+    const double per = 1e3 * double(slots[11]);  // ns -> microseconds per step
+    auto at = [&](int32_t block, int slot) { return double(slots[size_t(block) * S + size_t(slot)]) / per; };
+    static const char* names[] = {"qkv", "attention", "proj", "fc", "mproj"};
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "fused decode profile, batch %d, %llu steps, microseconds per step (block 0; + its "
+                  "wait at the barrier):", batch, static_cast<unsigned long long>(slots[11]));
+    std::string r = buf, all;
+    double total = 0;
+    for (int i = 0; i < 5; ++i) {
+        std::snprintf(buf, sizeof buf, " %s %.1f + %.1f;", names[i], at(0, 2 * i), at(0, 2 * i + 1));
+        r += buf;
+        total += at(0, 2 * i) + at(0, 2 * i + 1);
+        // Across the blocks: the mean and the slowest block's time in the phase, and the shortest wait after
+        // it (the last block to arrive waits only for the barrier itself).
+        double mean = 0, slowest = 0, least_wait = at(0, 2 * i + 1);
+        for (int32_t b = 0; b < blocks; ++b) {
+            mean += at(b, 2 * i) / blocks;
+            slowest = std::max(slowest, at(b, 2 * i));
+            least_wait = std::min(least_wait, at(b, 2 * i + 1));
+        }
+        std::snprintf(buf, sizeof buf, " %s %.1f mean, %.1f slowest, %.1f barrier;", names[i], mean, slowest, least_wait);
+        all += buf;
+    }
+    total += at(0, 10);
+    std::snprintf(buf, sizeof buf, " head %.1f; total %.1f\n", at(0, 10), total);
+    r += buf;
+    std::snprintf(buf, sizeof buf, "fused decode profile, batch %d, across %d blocks, microseconds per step (time in "
+                  "the phase; the least any block waited after it):", batch, blocks);
+    return r + buf + all + "\n";
 }
 
 int32_t cuda_fused_max_batch() { return cuda::kFusedMaxBatch; }

@@ -41,6 +41,13 @@ CudaDeviceInfo cuda_device_info(bool measure_copy);
 // The largest batch the one-kernel decode step takes; larger batches decode layer by layer.
 int32_t cuda_fused_max_batch();
 
+// IGPT_CUDA_PROFILE=1: what the backend prints on stderr when it is destroyed, from the fused decode step's
+// counters (12 a block, `blocks` blocks: nanoseconds in each of the 5 phases of a layer and waiting at the
+// barrier after it, in the head, and the number of steps). Two lines: block 0's times, then each phase's mean
+// and slowest block and the least any block waited after it (at most what the grid barrier itself costs).
+// Empty before the first step.
+std::string cuda_fused_profile_report(const std::vector<uint64_t>& slots, int32_t blocks, int32_t batch);
+
 // The device sampler on its own (tests): one token per row of logits (rows, V), drawn at position `pos`
 // with `seed` for sample indices 0..rows-1.
 std::vector<int32_t> cuda_sample_rows(const std::vector<float>& logits, int32_t rows, int32_t V,

@@ -115,7 +115,7 @@ __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t 
 // trip. Ends with a barrier.
 template <typename T>
 __device__ void stage_copy(const T* src, int64_t n, T* s_in) {
-    constexpr int kBatch = 4;
+    constexpr int kBatch = 8;
     const int64_t words = n * int64_t(sizeof(T)) / 16;
     const uint4* from = reinterpret_cast<const uint4*>(src);
     uint4* to = reinterpret_cast<uint4*>(s_in);
@@ -187,12 +187,18 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) acc[b] = 0.0f;
         row_dot<T, MAXB>(wr, s_in, B, K, lane, 32, acc);
+        // Lane b hands sequence b's product to epi (every lane holds every sum, the same bits: a butterfly),
+        // so the B epilogues run side by side. From one lane they ran one after another: proj's and mproj's
+        // read x and write it back, and the compiler may not start one sequence's read before the previous
+        // write (it cannot prove the rows apart), so at batch 8 they took 8 round trips to L2 a row.
+        float mine = 0.0f;
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) {
             if (b >= B) continue;
             const float v = warp_sum(acc[b]);
-            if (lane == 0) epi(b, n, v);
+            if (lane == b) mine = v;
         }
+        if (lane < B) epi(lane, n, mine);
     }
 }
 
@@ -494,9 +500,156 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
     }
 }
 
+// One-pass attention (IGPT_CUDA_ONEPASS=1; not measured on a GPU yet): the same (sequence, head, chunk) items
+// as attention() above, with a shorter chain of dependent steps. A thread loads its slice of q and its keys'
+// and values' slices in one go (kAttnUnroll keys deep), and keeps an online softmax of its own keys in
+// registers: running max m, sum l and P·V o. The lanes of a warp that hold the same dims merge their
+// states by shuffles, the warps theirs through shared memory (one block barrier), and the item's state,
+// unnormalised, goes to a.ws: no scores in shared memory, no block max and sum, no counters, no last block
+// merging the chunks. The next phase's staging (stage_attention) merges a (sequence, head)'s chunks.
+// Merging (m1, l1, o1) and (m2, l2, o2): m = max, w_i = 2^(m_i - m) (0 for an empty state, m_i = -inf),
+// l = w_1 l1 + w_2 l2, o likewise. Registers are tight (the kernel's 128; ptxas -v showed spills with q
+// unpacked once and kept as floats, so it is unpacked per key).
+__device__ __forceinline__ float state_weight(float mi, float m) { return mi == -INFINITY ? 0.0f : exp2f(mi - m); }
+
+template <typename T>
+__device__ void attention_onepass(const FusedDecodeArgs& a, int32_t nsplit, int32_t chunk, const T* q, const T* kc,
+                                  const T* vc, int32_t p, float* smem) {
+    constexpr int kv = vec_elems<T>();
+    const int32_t D = a.D, NH = a.NH, C = a.C, T_ = a.T;
+    const int32_t LPK = D / kv, KPW = 32 / LPK;  // lanes per key row, keys per warp
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, sub = lane % LPK, kw = lane / LPK;
+    const float scale_log2 = a.scale * 1.4426950408889634f;
+    float* s_ml = smem;              // (kWarps, 2) each warp's m and l
+    float* s_o = smem + 2 * kWarps;  // (kWarps, D) each warp's o
+    const int32_t items = a.B * NH * nsplit;
+    float* ml = a.ws;                        // (items, 2)
+    float* po = a.ws + size_t(items) * 2;    // (items, D)
+    for (int32_t it = blockIdx.x; it < items; it += gridDim.x) {
+        const int32_t split = it % nsplit, bh = it / nsplit, h = bh % NH, b = bh / NH;
+        const int32_t k0 = split * chunk, cnt = max(0, min(p + 1, k0 + chunk) - k0);
+        float m = -INFINITY, l = 0.0f, o[kv];
+#pragma unroll
+        for (int k = 0; k < kv; ++k) o[k] = 0.0f;
+        const uint4 qw = ldcg4(q + int64_t(b) * C + int64_t(h) * D + sub * kv);  // unpacked where used: registers
+        // Key k0 + j: from the shared prompt's sequence below a.shared_len (nsh keys of this chunk), else
+        // from b's own cache.
+        const int64_t head = (int64_t(b) * NH + h) * T_, head0 = (int64_t(a.shared_src) * NH + h) * T_;
+        const int32_t nsh = a.shared_len - k0;
+        const int64_t own = (head + k0) * D + sub * kv, shared = (head0 + k0) * D + sub * kv;  // key j0's slice
+        for (int32_t j0 = warp * KPW; j0 < cnt; j0 += kWarps * KPW * kAttnUnroll) {  // warp-uniform bounds
+            uint4 kr[kAttnUnroll], vr[kAttnUnroll];
+#pragma unroll
+            for (int u = 0; u < kAttnUnroll; ++u) {
+                const int32_t j = j0 + u * kWarps * KPW + kw;
+                const int64_t at = (j < nsh ? shared : own) + int64_t(j) * D;  // the same offset in both caches
+                kr[u] = j < cnt ? ldcg4(kc + at) : make_uint4(0, 0, 0, 0);
+                vr[u] = j < cnt ? ldcg4(vc + at) : make_uint4(0, 0, 0, 0);
+            }
+            float s[kAttnUnroll];
+            float mu = -INFINITY;  // the largest score of this thread's keys in the round
+#pragma unroll
+            for (int u = 0; u < kAttnUnroll; ++u) {
+                float f[kv], qf[kv];
+                unpack<T>(kr[u], f);
+                unpack<T>(qw, qf);
+                float d = 0.0f;
+#pragma unroll
+                for (int k = 0; k < kv; ++k) d = fmaf(qf[k], f[k], d);
+                for (int o2 = LPK >> 1; o2 > 0; o2 >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o2);
+                s[u] = d * scale_log2;
+                if (j0 + u * kWarps * KPW + kw < cnt) mu = fmaxf(mu, d);
+            }
+            if (mu != -INFINITY) {
+                const float mn = fmaxf(m, mu), alpha = state_weight(m, mn);
+                l *= alpha;
+#pragma unroll
+                for (int k = 0; k < kv; ++k) o[k] *= alpha;
+#pragma unroll
+                for (int u = 0; u < kAttnUnroll; ++u) {
+                    if (j0 + u * kWarps * KPW + kw >= cnt) continue;
+                    const float pj = exp2f(s[u] - mn);
+                    float f[kv];
+                    unpack<T>(vr[u], f);
+                    l += pj;
+#pragma unroll
+                    for (int k = 0; k < kv; ++k) o[k] = fmaf(pj, f[k], o[k]);
+                }
+                m = mn;
+            }
+        }
+        // The warp's KPW key groups, lanes with the same sub (same dims): merged by shuffles.
+        for (int o2 = LPK; o2 < 32; o2 <<= 1) {
+            const float m2 = __shfl_xor_sync(0xffffffffu, m, o2), l2 = __shfl_xor_sync(0xffffffffu, l, o2);
+            const float mn = fmaxf(m, m2), w1 = state_weight(m, mn), w2 = state_weight(m2, mn);
+            l = l * w1 + l2 * w2;
+#pragma unroll
+            for (int k = 0; k < kv; ++k) o[k] = o[k] * w1 + __shfl_xor_sync(0xffffffffu, o[k], o2) * w2;
+            m = mn;
+        }
+        if (kw == 0) {
+#pragma unroll
+            for (int k = 0; k < kv; ++k) s_o[warp * D + sub * kv + k] = o[k];
+            if (sub == 0) {
+                s_ml[2 * warp] = m;
+                s_ml[2 * warp + 1] = l;
+            }
+        }
+        __syncthreads();
+        if (tid < D) {  // the warps, in order
+            float M = -INFINITY, L = 0.0f, O = 0.0f;
+            for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_ml[2 * w]);
+            for (int w = 0; w < kWarps; ++w) {
+                const float wt = state_weight(s_ml[2 * w], M);
+                L += s_ml[2 * w + 1] * wt;
+                O += s_o[w * D + tid] * wt;
+            }
+            po[int64_t(it) * D + tid] = O;
+            if (tid == 0) {
+                ml[int64_t(it) * 2] = M;
+                ml[int64_t(it) * 2 + 1] = L;
+            }
+        }
+        __syncthreads();  // shared memory is reused by the next item
+    }
+}
+
+__host__ __device__ constexpr int64_t round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+// Floats of attention_onepass's states for B sequences (m and l of every item, then o), rounded up to whole
+// 16-byte words: stage_attention copies them as such.
+__host__ __device__ constexpr int64_t onepass_state_floats(int32_t B, int32_t NH, int32_t nsplit, int32_t D) {
+    return (int64_t(B) * NH * nsplit * (D + 2) + 3) / 4 * 4;
+}
+
+// s_in (B, C) = the attention output from attention_onepass's states in ws: all of them copied to shared
+// memory after s_in first (one round trip; ~34 KB for iGPT-S, whatever the batch), then a (sequence,
+// head)'s chunks merged in order there, o / l, rounded to T. Ends with a barrier.
+template <typename T>
+IGPT_NOINLINE void stage_attention(const float* ws, int32_t B, int32_t C, int32_t NH, int32_t D, int32_t nsplit,
+                                T* s_in) {
+    float* s_ws = reinterpret_cast<float*>(reinterpret_cast<char*>(s_in) + round16(int64_t(B) * C * int64_t(sizeof(T))));
+    stage_copy<float>(ws, onepass_state_floats(B, NH, nsplit, D), s_ws);
+    const float* ml = s_ws;                                       // (items, 2)
+    const float* po = s_ws + int64_t(B) * NH * nsplit * 2;        // (items, D)
+    for (int32_t e = threadIdx.x; e < B * C; e += kThreads) {
+        const int32_t b = e / C, c = e % C, h = c / D, d = c % D;
+        const int64_t s0 = (int64_t(b) * NH + h) * nsplit;
+        float M = -INFINITY, L = 0.0f, O = 0.0f;
+        for (int32_t s = 0; s < nsplit; ++s) {
+            const float ms = ml[(s0 + s) * 2], mn = fmaxf(M, ms), w1 = state_weight(M, mn), w2 = state_weight(ms, mn);
+            L = L * w1 + ml[(s0 + s) * 2 + 1] * w2;
+            O = O * w1 + po[(s0 + s) * D + d] * w2;
+            M = mn;
+        }
+        s_in[e] = from_f32<T>(O / L);
+    }
+    __syncthreads();
+}
+
 template <typename T, int MAXB, bool MMA>
 __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeArgs a, int32_t nsplit, int32_t chunk,
-                                                                    int32_t splitk) {
+                                                                    int32_t splitk, bool onepass) {
     cg::grid_group grid = cg::this_grid();
     IGPT_DYNAMIC_SHARED(uint4, smem_words);  // (16-byte aligned)
     unsigned char* smem_raw = reinterpret_cast<unsigned char*>(smem_words);
@@ -513,13 +666,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         float* xp = x + int64_t(b) * C + n;
         __stcg(xp, __ldcg(xp) + v);
     };
-    // Optional timing (a.prof): block 0's time in each phase and its wait at the barrier after it.
-    const bool rec = a.prof && blockIdx.x == 0 && threadIdx.x == 0;
+    // Optional timing (a.prof): each block's time in each phase and its wait at the barrier after it.
+    const bool rec = a.prof && threadIdx.x == 0;
+    unsigned long long* prof = rec ? a.prof + int64_t(blockIdx.x) * kFusedProfileSlots : nullptr;
     unsigned long long t_mark = rec ? global_ns() : 0;
     auto mark = [&](int slot) {
         if (!rec) return;
         const unsigned long long now = global_ns();
-        a.prof[slot] += now - t_mark;
+        prof[slot] += now - t_mark;
         t_mark = now;
     };
     auto barrier = [&](int phase) {
@@ -548,11 +702,13 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
                           }
                       });
         barrier(0);
-        // 2. attention
-        attention<T>(a, nsplit, chunk, q, kc, vc, p, att, reinterpret_cast<float*>(smem_raw));
+        // 2. attention (one-pass: its chunks are merged by the staging of 3)
+        if (onepass) attention_onepass<T>(a, nsplit, chunk, q, kc, vc, p, reinterpret_cast<float*>(smem_raw));
+        else attention<T>(a, nsplit, chunk, q, kc, vc, p, att, reinterpret_cast<float*>(smem_raw));
         barrier(1);
         // 3. x += att · proj^T (+ bias)
-        stage_copy<T>(att, int64_t(B) * C, s_in);
+        if (onepass) stage_attention<T>(a.ws, B, C, NH, D, nsplit, s_in);
+        else stage_copy<T>(att, int64_t(B) * C, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C, splitk,
                                nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part,
                                [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
@@ -580,7 +736,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, splitk, nullptr, s_part,
                            [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
     mark(10);
-    if (rec) a.prof[11] += 1;
+    if (rec) prof[11] += 1;
 }
 
 template <typename T, int MAXB, bool MMA> void* kernel_ptr() {
@@ -641,8 +797,13 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     nsplit = (T + chunk - 1) / chunk;
     const size_t es = dev_type_size(t);
     const size_t stage = size_t(B) * size_t(std::max(C, H)) * es;
-    const size_t attn = (size_t(D) + size_t(chunk) + size_t(kThreads) * size_t(kv)) * 4;
-    const size_t smem = (std::max(stage, attn) + 15) / 16 * 16;  // dynamic; checked with the static below
+    // IGPT_CUDA_ONEPASS=1: attention_onepass, and stage_attention's copy of its states after s_in.
+    const char* onepass_env = std::getenv("IGPT_CUDA_ONEPASS");
+    const bool onepass = onepass_env && std::strcmp(onepass_env, "1") == 0;
+    const size_t attn = onepass ? size_t(kWarps) * size_t(D + 2) * 4
+                                : (size_t(D) + size_t(chunk) + size_t(kThreads) * size_t(kv)) * 4;
+    const size_t merge = onepass ? size_t(round16(int64_t(B) * C * int64_t(es)) + onepass_state_floats(B, NH, nsplit, D) * 4) : 0;
+    const size_t smem = size_t(round16(int64_t(std::max({stage, attn, merge}))));  // dynamic; checked with the static below
     // IGPT_CUDA_MMA=1: the GEMV phases on tensor cores (gemv_mma; f16/bf16, widths a multiple of 32, sm_80+).
     const char* mma_env = std::getenv("IGPT_CUDA_MMA");
     int major = 0;
@@ -678,12 +839,13 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     plan.ok = true;
     plan.mma = mma;
     plan.splitk = splitk;
+    plan.onepass = onepass;
     plan.grid = grid;
     plan.max_batch = B;
     plan.nsplit = nsplit;
     plan.chunk = chunk;
     plan.smem = smem;
-    plan.ws_floats = size_t(B) * size_t(NH) * size_t(nsplit) * size_t(D + 2);
+    plan.ws_floats = size_t(onepass_state_floats(B, NH, nsplit, D));  // (attention()'s partials: the same layout)
     plan.counters = size_t(B) * size_t(NH);
     return plan;
 }
@@ -706,9 +868,9 @@ void fused_decode(const FusedDecodeArgs& a, const FusedDecodePlan& plan, cudaStr
             cfg.attrs = attr;
             cfg.numAttrs = 1;
             IGPT_CUDA_CHECK(cudaLaunchKernelEx(
-                &cfg, reinterpret_cast<void (*)(FusedDecodeArgs, int32_t, int32_t, int32_t)>(
+                &cfg, reinterpret_cast<void (*)(FusedDecodeArgs, int32_t, int32_t, int32_t, bool)>(
                           kernel_ptr<E, decltype(mb)::value, decltype(mm)::value>()),
-                a, plan.nsplit, plan.chunk, plan.splitk));
+                a, plan.nsplit, plan.chunk, plan.splitk, plan.onepass));
           });
         });
     });

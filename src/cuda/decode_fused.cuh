@@ -14,6 +14,9 @@
 // has run on a GPU) never.
 // IGPT_CUDA_MMA=1 (read by plan_fused_decode) runs the GEMV phases on tensor cores instead (gemv_mma in the
 // .cu: f16/bf16, widths a multiple of 32, sm_80+), a second instantiation of the kernel.
+// IGPT_CUDA_ONEPASS=1 (read by plan_fused_decode) runs phase 2 as attention_onepass in the .cu: each thread an
+// online softmax of its keys in registers, the chunks' states merged by phase 3's staging, so the phase has
+// one block barrier and no last-block merge (at batch 1 on an H200 attention was 171 + 83 of 593 us a step).
 // Numerics follow the layer-by-layer path: the GEMV inputs (normalised rows, attention output, MLP
 // hidden) are rounded to the activation type, and every dot product accumulates in f32.
 #pragma once
@@ -39,9 +42,10 @@ struct FusedDecodePlan {
     int32_t grid = 0, max_batch = 0, nsplit = 1, chunk = 0;
     size_t smem = 0;          // dynamic shared memory per block, bytes
     size_t ws_floats = 0;     // attention partials
-    size_t counters = 0;      // ints, zero before the first launch (the kernel leaves them zero)
+    size_t counters = 0;      // ints, zero before the first launch (the kernel leaves them zero; not onepass)
     bool mma = false;         // the GEMV phases on tensor cores (IGPT_CUDA_MMA=1; not measured yet)
     int32_t splitk = 1;       // warps per row in the FMA GEMVs: 0 = per matrix (fused_splitk_from_env)
+    bool onepass = false;     // one-pass attention, merged by the proj phase (IGPT_CUDA_ONEPASS=1; not measured yet)
 };
 
 // Measured on an H100 (iGPT-S, README): the fused step wins clearly at batch 1 (0.63 vs 1.45 ms a step),
@@ -78,9 +82,9 @@ struct FusedDecodeArgs {
     float* logits = nullptr;               // (B, V) f32 out
     float* ws = nullptr;                   // plan.ws_floats
     int32_t* counters = nullptr;           // plan.counters, zeroed once
-    // Optional (null = off): block 0 adds its nanoseconds per phase here, kFusedProfileSlots counters:
-    // [2i] in phase i (qkv, attention, proj, fc, mproj), [2i+1] waiting at the barrier after it, [10] the
-    // final norm + head, [11] the number of steps.
+    // Optional (null = off): every block adds its nanoseconds per phase here, kFusedProfileSlots counters a
+    // block (plan.grid blocks): [2i] in phase i (qkv, attention, proj, fc, mproj), [2i+1] waiting at the
+    // barrier after it, [10] the final norm + head, [11] the number of steps.
     unsigned long long* prof = nullptr;
 };
 constexpr int kFusedProfileSlots = 12;

@@ -88,7 +88,7 @@ Limits measure_limits(int32_t threads) {
 }
 
 // The decode path the backend's steps took, from its name ("cuda (NVIDIA H200, f16, fused+mma decode)"), as
-// the RESULT line names it: fused[+mma][+split[N]][+shared], or layered.
+// the RESULT line names it: fused[+mma][+split[N]][+onepass][+shared], or layered.
 std::string decode_path(const std::string& backend_name) {
     const size_t end = backend_name.rfind(" decode)");
     const size_t start = end == std::string::npos ? end : backend_name.rfind(", ", end);
