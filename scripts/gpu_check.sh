@@ -171,6 +171,10 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     for v in "MMA 8" "MMA 1" "SHARED_KV 8" "MMA,SHARED_KV 8" "SPLITK=auto 8" "SPLITK=auto 1" \
         "SPLITK=auto,SHARED_KV 8" "ONEPASS 8" "ONEPASS 1" "MMA,SHARED_KV,ONEPASS 8" \
         "SPLITK=auto,SHARED_KV,ONEPASS 8" "SPLITK=auto,ONEPASS 1"; do
+        if [ "$(left)" -lt 300 ]; then  # keep time for the trainer's benches and the training run
+            note "decode variants from $v on: skipped, $(left) s of BUDGET left"
+            break
+        fi
         set -- $v
         envs=()
         for f in ${1//,/ }; do
