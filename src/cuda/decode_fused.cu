@@ -67,6 +67,7 @@ __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t 
     float ss[MAXB], kept[MAXB];
 #pragma unroll
     for (int b = 0; b < MAXB; ++b) ss[b] = kept[b] = 0.0f;
+    const float g_kept = one_column && int32_t(threadIdx.x) < C ? g[threadIdx.x] : 0.0f;  // (with x's loads)
     for (int32_t c = threadIdx.x; c < C; c += kThreads) {
         float v[MAXB];
 #pragma unroll
@@ -92,10 +93,9 @@ __device__ void stage_norm(const float* x, const float* __restrict__ g, int32_t 
     if (one_column) {  // (a branch, not a select in the loop below: the select made two kernels spill)
         const int32_t c = threadIdx.x;
         if (c < C) {
-            const float gc = g[c];
 #pragma unroll
             for (int b = 0; b < MAXB; ++b)
-                if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(kept[b] * s_red[b] * gc);
+                if (b < B) s_in[int64_t(b) * C + c] = from_f32<T>(kept[b] * s_red[b] * g_kept);
         }
     } else {
         for (int32_t c = threadIdx.x; c < C; c += kThreads) {
@@ -167,17 +167,24 @@ __device__ __forceinline__ void row_dot(const uint4* __restrict__ wr, const T* s
     }
 }
 
-// For every output row n of W (N, K) and sequence b < B: epi(b, n, dot(W[n], s_in[b])). Rows go to the
+// For every output row n of W (N, K) and sequence b < B: epi(b, n, dot(W[n], s_in[b]), r) with r = res[b * N +
+// n], or 0 when res is null: the residual the epilogue adds to, loaded by the thread that will call epi before
+// the row's products, so that its round trip overlaps theirs instead of following them. Rows go to the
 // grid's warps round-robin (so a row's owner is the same warp in every layer); each lane streams 16-byte
 // chunks of the row, kUnroll loads in flight. next_W: the next layer's matrix of the same shape, whose
 // rows this warp will read next; they are prefetched into L2.
+__device__ __forceinline__ float load_res(const float* res, int32_t b, int32_t N, int32_t n) {
+    return res ? __ldcg(res + int64_t(b) * N + n) : 0.0f;
+}
+
 template <typename T, int MAXB, typename Epi>
 __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
-                     const T* __restrict__ next_W, Epi epi) {
+                     const T* __restrict__ next_W, const float* res, Epi epi) {
     const int lane = threadIdx.x & 31;
     const int32_t gw = int32_t(blockIdx.x) * kWarps + int32_t(threadIdx.x >> 5), GW = int32_t(gridDim.x) * kWarps;
     for (int32_t n = gw; n < N; n += GW) {
         const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n) * K);
+        const float r = lane < B ? load_res(res, lane, N, n) : 0.0f;  // lane b calls epi for sequence b
         if (next_W) {
             const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n) * K);
             for (int64_t off = int64_t(lane) * 128; off < int64_t(K) * int64_t(sizeof(T)); off += 32 * 128)
@@ -198,7 +205,7 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
             const float v = warp_sum(acc[b]);
             if (lane == b) mine = v;
         }
-        if (lane < B) epi(lane, n, mine);
+        if (lane < B) epi(lane, n, mine, r);
     }
 }
 
@@ -210,12 +217,17 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 // made the batch-8 kernels spill (ptxas -v); called, it costs a 176-byte frame once per group of rows.
 template <typename T, int MAXB, typename Epi>
 IGPT_NOINLINE void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K, int32_t S,
-                              const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+                              const T* __restrict__ next_W, const float* res, float (*s_part)[64], Epi epi) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int32_t R = kWarps / S, r = warp / S, s = warp % S, groups = (N + R - 1) / R;
+    // the thread that calls epi for (row rr of the group, sequence eb), if any
+    const bool epi_thread = int32_t(threadIdx.x) < R * MAXB;
+    const int32_t rr = int32_t(threadIdx.x) / MAXB, eb = int32_t(threadIdx.x) % MAXB;
     const int64_t bytes = int64_t(K) * int64_t(sizeof(T));
     for (int32_t grp = int32_t(blockIdx.x); grp < groups; grp += int32_t(gridDim.x)) {
-        const int32_t n = grp * R + r;
+        const int32_t n = grp * R + r, nn = grp * R + rr;
+        const bool epi_here = epi_thread && eb < B && nn < N;
+        const float res_v = epi_here ? load_res(res, eb, N, nn) : 0.0f;
         float acc[MAXB];
 #pragma unroll
         for (int b = 0; b < MAXB; ++b) acc[b] = 0.0f;
@@ -238,13 +250,10 @@ IGPT_NOINLINE void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B,
             if (lane == 0) s_part[warp][b] = v;
         }
         __syncthreads();
-        if (int32_t(threadIdx.x) < R * MAXB) {
-            const int32_t rr = int32_t(threadIdx.x) / MAXB, b = int32_t(threadIdx.x) % MAXB, nn = grp * R + rr;
-            if (b < B && nn < N) {
-                float v = 0.0f;
-                for (int32_t s2 = 0; s2 < S; ++s2) v += s_part[rr * S + s2][b];
-                epi(b, nn, v);
-            }
+        if (epi_here) {
+            float v = 0.0f;
+            for (int32_t s2 = 0; s2 < S; ++s2) v += s_part[rr * S + s2][eb];
+            epi(eb, nn, v, res_v);
         }
         __syncthreads();  // s_part is rewritten for the next group
     }
@@ -294,12 +303,15 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a0, uint32_
 
 template <typename T, typename Epi>
 __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
-                         const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+                         const T* __restrict__ next_W, const float* res, float (*s_part)[64], Epi epi) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int32_t eb = int32_t(threadIdx.x) >> 3, er = int32_t(threadIdx.x) & 7;  // epi's (sequence, row), < 64
     const int32_t nkb = K / 32, groups = (N + 7) / 8;
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int32_t grp = int32_t(blockIdx.x); grp < groups; grp += int32_t(gridDim.x)) {
         const int32_t n0 = grp * 8, rows = min(8, N - n0);
+        const bool epi_here = threadIdx.x < 64 && eb < B && er < rows;
+        const float res_v = epi_here ? load_res(res, eb, N, n0 + er) : 0.0f;
         if (next_W) {  // the group's rows of the next layer's matrix are contiguous
             const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n0) * K);
             for (int64_t off = int64_t(threadIdx.x) * 128; off < int64_t(rows) * K * int64_t(sizeof(T));
@@ -329,11 +341,10 @@ __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int3
         s_part[warp][g * 8 + 2 * t + 1] = c[1];
         __syncthreads();
         if (threadIdx.x < 64) {
-            const int32_t b = int32_t(threadIdx.x) >> 3, r = int32_t(threadIdx.x) & 7;
             float v = 0.0f;
 #pragma unroll
             for (int w2 = 0; w2 < kWarps; ++w2) v += s_part[w2][threadIdx.x];
-            if (b < B && r < rows) epi(b, n0 + r, v);
+            if (epi_here) epi(eb, n0 + er, v, res_v);
         }
         __syncthreads();  // s_part is rewritten for the next group
     }
@@ -343,16 +354,17 @@ __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int3
 // over K as gemv_splits says). s_part: kWarps x 64 floats of shared memory for the partial products.
 template <typename T, int MAXB, bool MMA, typename Epi>
 __device__ __forceinline__ void gemv_any(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
-                                         int32_t splitk, const T* __restrict__ next_W, float (*s_part)[64], Epi epi) {
+                                         int32_t splitk, const T* __restrict__ next_W, const float* res,
+                                         float (*s_part)[64], Epi epi) {
 #if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(IGPT_CUDA_EMU)
     if constexpr (MMA && !std::is_same_v<T, float>) {
-        gemv_mma<T>(W, s_in, B, N, K, next_W, s_part, epi);
+        gemv_mma<T>(W, s_in, B, N, K, next_W, res, s_part, epi);
         return;
     }
 #endif
     const int32_t S = gemv_splits(N, K, vec_elems<T>(), splitk);
-    if (S > 1) gemv_split<T, MAXB>(W, s_in, B, N, K, S, next_W, s_part, epi);
-    else gemv<T, MAXB>(W, s_in, B, N, K, next_W, epi);
+    if (S > 1) gemv_split<T, MAXB>(W, s_in, B, N, K, S, next_W, res, s_part, epi);
+    else gemv<T, MAXB>(W, s_in, B, N, K, next_W, res, epi);
 }
 
 // Attention of the step's query against keys [0, p] of one layer, split over (b, h, chunk) items.
@@ -502,7 +514,7 @@ __device__ void attention(const FusedDecodeArgs& a, int32_t nsplit, int32_t chun
 
 // One-pass attention (IGPT_CUDA_ONEPASS=1; not measured on a GPU yet): the same (sequence, head, chunk) items
 // as attention() above, with a shorter chain of dependent steps. A thread loads its slice of q and its keys'
-// and values' slices in one go (kAttnUnroll keys deep), and keeps an online softmax of its own keys in
+// and values' slices in one go (kUnrollKV keys deep), and keeps an online softmax of its own keys in
 // registers: running max m, sum l and P·V o. The lanes of a warp that hold the same dims merge their
 // states by shuffles, the warps theirs through shared memory (one block barrier), and the item's state,
 // unnormalised, goes to a.ws: no scores in shared memory, no block max and sum, no counters, no last block
@@ -516,6 +528,9 @@ template <typename T>
 __device__ void attention_onepass(const FusedDecodeArgs& a, int32_t nsplit, int32_t chunk, const T* q, const T* kc,
                                   const T* vc, int32_t p, float* smem) {
     constexpr int kv = vec_elems<T>();
+    // keys a thread loads at once: 8 (iGPT-S at batch 8: a chunk's 512 keys in one round), 4 in bf16, whose
+    // kernels spilled at 8 (ptxas -v)
+    constexpr int kUnrollKV = std::is_same_v<T, __nv_bfloat16> ? 4 : kAttnUnroll;
     const int32_t D = a.D, NH = a.NH, C = a.C, T_ = a.T;
     const int32_t LPK = D / kv, KPW = 32 / LPK;  // lanes per key row, keys per warp
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, sub = lane % LPK, kw = lane / LPK;
@@ -537,19 +552,19 @@ __device__ void attention_onepass(const FusedDecodeArgs& a, int32_t nsplit, int3
         const int64_t head = (int64_t(b) * NH + h) * T_, head0 = (int64_t(a.shared_src) * NH + h) * T_;
         const int32_t nsh = a.shared_len - k0;
         const int64_t own = (head + k0) * D + sub * kv, shared = (head0 + k0) * D + sub * kv;  // key j0's slice
-        for (int32_t j0 = warp * KPW; j0 < cnt; j0 += kWarps * KPW * kAttnUnroll) {  // warp-uniform bounds
-            uint4 kr[kAttnUnroll], vr[kAttnUnroll];
+        for (int32_t j0 = warp * KPW; j0 < cnt; j0 += kWarps * KPW * kUnrollKV) {  // warp-uniform bounds
+            uint4 kr[kUnrollKV], vr[kUnrollKV];
 #pragma unroll
-            for (int u = 0; u < kAttnUnroll; ++u) {
+            for (int u = 0; u < kUnrollKV; ++u) {
                 const int32_t j = j0 + u * kWarps * KPW + kw;
                 const int64_t at = (j < nsh ? shared : own) + int64_t(j) * D;  // the same offset in both caches
                 kr[u] = j < cnt ? ldcg4(kc + at) : make_uint4(0, 0, 0, 0);
                 vr[u] = j < cnt ? ldcg4(vc + at) : make_uint4(0, 0, 0, 0);
             }
-            float s[kAttnUnroll];
+            float s[kUnrollKV];
             float mu = -INFINITY;  // the largest score of this thread's keys in the round
 #pragma unroll
-            for (int u = 0; u < kAttnUnroll; ++u) {
+            for (int u = 0; u < kUnrollKV; ++u) {
                 float f[kv], qf[kv];
                 unpack<T>(kr[u], f);
                 unpack<T>(qw, qf);
@@ -566,7 +581,7 @@ __device__ void attention_onepass(const FusedDecodeArgs& a, int32_t nsplit, int3
 #pragma unroll
                 for (int k = 0; k < kv; ++k) o[k] *= alpha;
 #pragma unroll
-                for (int u = 0; u < kAttnUnroll; ++u) {
+                for (int u = 0; u < kUnrollKV; ++u) {
                     if (j0 + u * kWarps * KPW + kw >= cnt) continue;
                     const float pj = exp2f(s[u] - mn);
                     float f[kv];
@@ -661,10 +676,10 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     T* att = static_cast<T*>(a.att);
     T* fch = static_cast<T*>(a.fch);
     float* x = a.x;
-    auto add_x = [&](int32_t b, int32_t n, float v, const float* bias) {
+    // x += v (+ bias), x's old value xv loaded by the GEMV before the row's products (its res argument)
+    auto add_x = [&](int32_t b, int32_t n, float v, float xv, const float* bias) {
         if (bias) v += bias[n];
-        float* xp = x + int64_t(b) * C + n;
-        __stcg(xp, __ldcg(xp) + v);
+        __stcg(x + int64_t(b) * C + n, xv + v);
     };
     // Optional timing (a.prof): each block's time in each phase and its wait at the barrier after it.
     const bool rec = a.prof && threadIdx.x == 0;
@@ -690,8 +705,8 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         // 1. attn_norm + qkv (+ bias): q to its buffer, k and v into the cache at position p.
         stage_norm<T, MAXB>(x, w.ln1_g, B, C, a.eps, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.qkv_w), s_in, B, 3 * C, C, splitk,
-                               nw ? static_cast<const T*>(nw->qkv_w) : nullptr, s_part,
-                               [&](int32_t b, int32_t n, float v) {
+                               nw ? static_cast<const T*>(nw->qkv_w) : nullptr, nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v, float) {
                           if (w.qkv_b) v += w.qkv_b[n];
                           if (n < C) {
                               __stcg(q + int64_t(b) * C + n, from_f32<T>(v));
@@ -710,14 +725,14 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         if (onepass) stage_attention<T>(a.ws, B, C, NH, D, nsplit, s_in);
         else stage_copy<T>(att, int64_t(B) * C, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.proj_w), s_in, B, C, C, splitk,
-                               nw ? static_cast<const T*>(nw->proj_w) : nullptr, s_part,
-                               [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.proj_b); });
+                               nw ? static_cast<const T*>(nw->proj_w) : nullptr, x, s_part,
+                               [&](int32_t b, int32_t n, float v, float xv) { add_x(b, n, v, xv, w.proj_b); });
         barrier(2);
         // 4. mlp_norm + fc (+ bias) + quick-GELU
         stage_norm<T, MAXB>(x, w.ln2_g, B, C, a.eps, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.fc_w), s_in, B, H, C, splitk,
-                               nw ? static_cast<const T*>(nw->fc_w) : nullptr, s_part,
-                               [&](int32_t b, int32_t n, float v) {
+                               nw ? static_cast<const T*>(nw->fc_w) : nullptr, nullptr, s_part,
+                               [&](int32_t b, int32_t n, float v, float) {
                           if (w.fc_b) v += w.fc_b[n];
                           __stcg(fch + int64_t(b) * H + n, from_f32<T>(v / (1.0f + expf(-1.702f * v))));
                       });
@@ -725,16 +740,16 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
         // 5. x += h · mproj^T (+ bias)
         stage_copy<T>(fch, int64_t(B) * H, s_in);
         gemv_any<T, MAXB, MMA>(static_cast<const T*>(w.mproj_w), s_in, B, C, H, splitk,
-                               nw ? static_cast<const T*>(nw->mproj_w) : nullptr, s_part,
-                               [&](int32_t b, int32_t n, float v) { add_x(b, n, v, w.mproj_b); });
+                               nw ? static_cast<const T*>(nw->mproj_w) : nullptr, x, s_part,
+                               [&](int32_t b, int32_t n, float v, float xv) { add_x(b, n, v, xv, w.mproj_b); });
         barrier(4);
     }
     // Final norm + head: f32 logits.
     stage_norm<T, MAXB>(x, a.lnf_g, B, C, a.eps, s_in);
     float* logits = a.logits;
     const int32_t V = a.V;
-    gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, splitk, nullptr, s_part,
-                           [&](int32_t b, int32_t n, float v) { logits[int64_t(b) * V + n] = v; });
+    gemv_any<T, MAXB, MMA>(static_cast<const T*>(a.head_w), s_in, B, V, C, splitk, nullptr, nullptr, s_part,
+                           [&](int32_t b, int32_t n, float v, float) { logits[int64_t(b) * V + n] = v; });
     mark(10);
     if (rec) prof[11] += 1;
 }
@@ -775,6 +790,7 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
         plan.why = "batch " + std::to_string(B) + " is over " + std::to_string(kFusedMaxBatch);
         return plan;
     }
+
     if (D % kv != 0 || 32 % (D / kv) != 0 || C % kv != 0 || H % kv != 0) {
         plan.why = "widths not a multiple of 16 bytes (head dim " + std::to_string(D) + ")";
         return plan;
