@@ -702,7 +702,7 @@ TEST_CASE("cuda: one-pass attention over 1,000 keys, several rounds of keys a th
 #endif
 }
 
-TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K GEMVs and one-pass attention",
+TEST_CASE("cuda: iGPT-S widths on an H100-sized grid: split-K and tensor-core GEMVs, one-pass attention",
           "[cuda]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
@@ -720,5 +720,10 @@ TEST_CASE("cuda: iGPT-S widths on an H100-sized grid, with and without split-K G
         check_decode(m, CudaPrecision::F16, 8, 20, 3, "width 512 " + path, path);
         check_decode(m, CudaPrecision::F32, 1, 20, 3, "width 512 " + path, path);
     }
+    // Tensor-core GEMVs: qkv's 192 and fc's 256 tiles of 8 rows outnumber the 132 blocks, so they go two
+    // tiles a group; proj's and mproj's 64 one tile a group.
+    ScopedEnv mma("IGPT_CUDA_MMA", "1");
+    check_decode(m, CudaPrecision::F16, 8, 20, 3, "width 512 fused+mma", "fused+mma");
+    check_decode(m, CudaPrecision::BF16, 1, 20, 3, "width 512 fused+mma", "fused+mma");
 #endif
 }

@@ -22,6 +22,7 @@ constexpr int kThreads = 512, kWarps = kThreads / 32;
 static_assert((kWarps & (kWarps - 1)) == 0, "gemv_split gives each row a power-of-two share of the warps");
 constexpr int kUnroll = 4;      // 16-byte loads each thread has in flight in the weight loops
 constexpr int kAttnUnroll = 8;  // and in the KV cache loops
+constexpr int kPartCols = 128;  // a warp's partial products in shared memory: gemv_mma's 2 tiles x 8 rows x 8 sequences
 
 template <typename T> __host__ __device__ constexpr int vec_elems() { return 16 / int(sizeof(T)); }
 
@@ -217,7 +218,7 @@ __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t 
 // made the batch-8 kernels spill (ptxas -v); called, it costs a 176-byte frame once per group of rows.
 template <typename T, int MAXB, typename Epi>
 IGPT_NOINLINE void gemv_split(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K, int32_t S,
-                              const T* __restrict__ next_W, const float* res, float (*s_part)[64], Epi epi) {
+                              const T* __restrict__ next_W, const float* res, float (*s_part)[kPartCols], Epi epi) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int32_t R = kWarps / S, r = warp / S, s = warp % S, groups = (N + R - 1) / R;
     // the thread that calls epi for (row rr of the group, sequence eb), if any
@@ -277,9 +278,9 @@ __device__ __forceinline__ int32_t gemv_splits(int32_t N, int32_t K, int32_t kv,
 // are zero), B = the 8 rows of W (W's rows as B's columns). Any order of K within a product is fine if A
 // and B agree on it: lane (g, t) = (lane / 4, lane % 4) loads the 16 bytes at K offset 8t of a 32-element
 // block, of W's row g and of sequence g, and hands the first 4 elements to one MMA, the last 4 to another,
-// as the pairs (k 2t, 2t+1) and (k 2t+8, 2t+9) of the fragment layout. Rows go to blocks in groups of 8
-// (grid-stride); a block's 16 warps split K, and their 8 x 8 partial products are summed in shared memory
-// in a fixed order (same bits every run), then handed to epi.
+// as the pairs (k 2t, 2t+1) and (k 2t+8, 2t+9) of the fragment layout. Rows go to blocks in groups of 8 or
+// 16 (grid-stride); a block's 16 warps split K, and their 8 x 8 partial products a tile are summed in shared
+// memory in a fixed order (same bits every run), then handed to epi.
 template <typename T>
 __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
 #ifdef IGPT_CUDA_EMU
@@ -303,59 +304,78 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], uint32_t a0, uint32_
 
 template <typename T, typename Epi>
 __device__ void gemv_mma(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
-                         const T* __restrict__ next_W, const float* res, float (*s_part)[64], Epi epi) {
+                         const T* __restrict__ next_W, const float* res, float (*s_part)[kPartCols], Epi epi) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int32_t eb = int32_t(threadIdx.x) >> 3, er = int32_t(threadIdx.x) & 7;  // epi's (sequence, row), < 64
-    const int32_t nkb = K / 32, groups = (N + 7) / 8;
+    // A group is one tile of 8 rows, or two (16 rows) where the matrix has more tiles than the grid has
+    // blocks (iGPT-S's qkv and fc: 192 and 256 tiles on 132 SMs), so that the groups take one round, not
+    // two. Each row's products are the same either way (the warps split K alike), so are the bits.
+    const int32_t nt = (N + 7) / 8 > int32_t(gridDim.x) ? 2 : 1, R = 8 * nt;
+    const int32_t nkb = K / 32, groups = (N + R - 1) / R;
+    // epi's (tile, sequence, row) for threads < 64 * nt: the index of its sum in s_part's rows
+    const int32_t ej = int32_t(threadIdx.x) >> 6, eb = (int32_t(threadIdx.x) >> 3) & 7, er = int32_t(threadIdx.x) & 7;
     const uint4 zero = make_uint4(0, 0, 0, 0);
     for (int32_t grp = int32_t(blockIdx.x); grp < groups; grp += int32_t(gridDim.x)) {
-        const int32_t n0 = grp * 8, rows = min(8, N - n0);
-        const bool epi_here = threadIdx.x < 64 && eb < B && er < rows;
-        const float res_v = epi_here ? load_res(res, eb, N, n0 + er) : 0.0f;
+        const int32_t n0 = grp * R, rows = min(R, N - n0);
+        const bool epi_here = int32_t(threadIdx.x) < 64 * nt && eb < B && 8 * ej + er < rows;
+        const float res_v = epi_here ? load_res(res, eb, N, n0 + 8 * ej + er) : 0.0f;
         if (next_W) {  // the group's rows of the next layer's matrix are contiguous
             const char* nr = reinterpret_cast<const char*>(next_W + int64_t(n0) * K);
             for (int64_t off = int64_t(threadIdx.x) * 128; off < int64_t(rows) * K * int64_t(sizeof(T));
                  off += int64_t(kThreads) * 128)
                 prefetch_l2(nr + off);
         }
-        const bool w_ok = g < rows, x_ok = g < B;
-        const uint4* wr = reinterpret_cast<const uint4*>(W + int64_t(n0 + (w_ok ? g : 0)) * K + 8 * t);
+        const bool x_ok = g < B;
         const uint4* xr = reinterpret_cast<const uint4*>(s_in + int64_t(x_ok ? g : 0) * K + 8 * t);
-        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        bool w_ok[2];
+        const uint4* wr[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            w_ok[j] = j < nt && 8 * j + g < rows;
+            wr[j] = reinterpret_cast<const uint4*>(W + int64_t(n0 + (w_ok[j] ? 8 * j + g : 0)) * K + 8 * t);
+        }
+        float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
         for (int32_t kb0 = warp; kb0 < nkb; kb0 += kWarps * kUnroll) {
-            uint4 w[kUnroll], x[kUnroll];
+            uint4 w[kUnroll][2], x[kUnroll];
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {
                 const int32_t kb = kb0 + u * kWarps;  // a block of 32 elements is 4 uint4 of 8
-                w[u] = kb < nkb && w_ok ? __ldg(wr + int64_t(kb) * 4) : zero;
                 x[u] = kb < nkb && x_ok ? xr[int64_t(kb) * 4] : zero;
+#pragma unroll
+                for (int j = 0; j < 2; ++j) w[u][j] = kb < nkb && w_ok[j] ? __ldg(wr[j] + int64_t(kb) * 4) : zero;
             }
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                mma_m16n8k16<T>(c, x[u].x, x[u].y, w[u].x, w[u].y);
-                mma_m16n8k16<T>(c, x[u].z, x[u].w, w[u].z, w[u].w);
-            }
+            for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) {
+                    if (j >= nt) continue;  // (uniform over the warp, as mma.sync needs)
+                    mma_m16n8k16<T>(c[j], x[u].x, x[u].y, w[u][j].x, w[u][j].y);
+                    mma_m16n8k16<T>(c[j], x[u].z, x[u].w, w[u][j].z, w[u][j].w);
+                }
         }
-        // c[0], c[1]: sequence g, rows n0 + 2t and n0 + 2t + 1 (c[2], c[3]: A's zero rows 8-15)
-        s_part[warp][g * 8 + 2 * t] = c[0];
-        s_part[warp][g * 8 + 2 * t + 1] = c[1];
+        // c[j][0], c[j][1]: sequence g, rows n0 + 8j + 2t and + 1 (c[j][2], c[j][3]: A's zero rows 8-15)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            if (j >= nt) continue;
+            s_part[warp][64 * j + g * 8 + 2 * t] = c[j][0];
+            s_part[warp][64 * j + g * 8 + 2 * t + 1] = c[j][1];
+        }
         __syncthreads();
-        if (threadIdx.x < 64) {
+        if (int32_t(threadIdx.x) < 64 * nt) {
             float v = 0.0f;
 #pragma unroll
             for (int w2 = 0; w2 < kWarps; ++w2) v += s_part[w2][threadIdx.x];
-            if (epi_here) epi(eb, n0 + er, v, res_v);
+            if (epi_here) epi(eb, n0 + 8 * ej + er, v, res_v);
         }
         __syncthreads();  // s_part is rewritten for the next group
     }
 }
 
 // The tensor-core products in the kernel compiled with MMA (the plan picks it), else the loops above (split
-// over K as gemv_splits says). s_part: kWarps x 64 floats of shared memory for the partial products.
+// over K as gemv_splits says). s_part: kWarps x kPartCols floats of shared memory for the partial products.
 template <typename T, int MAXB, bool MMA, typename Epi>
 __device__ __forceinline__ void gemv_any(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
                                          int32_t splitk, const T* __restrict__ next_W, const float* res,
-                                         float (*s_part)[64], Epi epi) {
+                                         float (*s_part)[kPartCols], Epi epi) {
 #if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(IGPT_CUDA_EMU)
     if constexpr (MMA && !std::is_same_v<T, float>) {
         gemv_mma<T>(W, s_in, B, N, K, next_W, res, s_part, epi);
@@ -669,7 +689,7 @@ __global__ void __launch_bounds__(kThreads, 1) fused_decode_kernel(FusedDecodeAr
     IGPT_DYNAMIC_SHARED(uint4, smem_words);  // (16-byte aligned)
     unsigned char* smem_raw = reinterpret_cast<unsigned char*>(smem_words);
     T* s_in = reinterpret_cast<T*>(smem_raw);
-    __shared__ float s_part[kWarps][64];  // gemv_mma's and gemv_split's partial products
+    __shared__ float s_part[kWarps][kPartCols];  // gemv_mma's and gemv_split's partial products
     const int32_t p = a.pos_dev ? *a.pos_dev : a.pos;
     const int32_t B = a.B, C = a.C, H = a.H, NH = a.NH, D = a.D, T_ = a.T;
     T* q = static_cast<T*>(a.q);
