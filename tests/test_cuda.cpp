@@ -686,7 +686,8 @@ TEST_CASE("cuda: the fused step's profile: block 0's phases, and each phase acro
 #endif
 }
 
-TEST_CASE("cuda: one-pass attention over 1,000 keys, several rounds of keys a thread", "[cuda]") {
+TEST_CASE("cuda: one-pass attention over 1,000 keys, several rounds of keys a thread, scores in the hundreds",
+          "[cuda]") {
     if (!gpu_or_skip()) return;
 #ifdef IGPT_WITH_CUDA
     // Head dim 64 (width 128, 2 heads), 32x32 image: at batch 8 one chunk holds all 1,024 keys of a
@@ -699,6 +700,16 @@ TEST_CASE("cuda: one-pass attention over 1,000 keys, several rounds of keys a th
     ScopedEnv onepass("IGPT_CUDA_ONEPASS", "1");
     for (CudaPrecision prec : {CudaPrecision::F32, CudaPrecision::F16})
         for (int32_t B : {8, 1}) check_decode(m, prec, B, 1000, 3, "long context onepass", "fused+onepass");
+    // Scores in the hundreds (qkv weights 8 times larger): exp2 of the scores less the running max must
+    // neither overflow nor vanish (f32: f16 rounding would move such sharp weights too far from the CPU's).
+    Model sharp = m;
+    for (const auto& s : sharp.specs)
+        if (s.name.find("attn.qkv.w") != std::string::npos)
+            for (size_t i = 0; i < s.numel; ++i) sharp.params[s.offset + i] *= 8.0f;
+    for (int32_t B : {8, 1})
+        check_decode(sharp, CudaPrecision::F32, B, 1000, 3, "long context sharp onepass", "fused+onepass");
+    ScopedEnv two_pass("IGPT_CUDA_ONEPASS", "0");  // and the default attention, on the same scores
+    check_decode(sharp, CudaPrecision::F32, 8, 1000, 3, "long context sharp", "fused");
 #endif
 }
 

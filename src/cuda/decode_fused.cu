@@ -593,7 +593,7 @@ __device__ void attention_onepass(const FusedDecodeArgs& a, int32_t nsplit, int3
                 for (int k = 0; k < kv; ++k) d = fmaf(qf[k], f[k], d);
                 for (int o2 = LPK >> 1; o2 > 0; o2 >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o2);
                 s[u] = d * scale_log2;
-                if (j0 + u * kWarps * KPW + kw < cnt) mu = fmaxf(mu, d);
+                if (j0 + u * kWarps * KPW + kw < cnt) mu = fmaxf(mu, s[u]);
             }
             if (mu != -INFINITY) {
                 const float mn = fmaxf(m, mu), alpha = state_weight(m, mn);

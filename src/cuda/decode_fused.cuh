@@ -15,8 +15,9 @@
 // IGPT_CUDA_MMA=1 (read by plan_fused_decode) runs the GEMV phases on tensor cores instead (gemv_mma in the
 // .cu: f16/bf16, widths a multiple of 32, sm_80+), a second instantiation of the kernel.
 // IGPT_CUDA_ONEPASS=1 (read by plan_fused_decode) runs phase 2 as attention_onepass in the .cu: each thread an
-// online softmax of its keys in registers, the chunks' states merged by phase 3's staging, so the phase has
-// one block barrier and no last-block merge (at batch 1 on an H200 attention was 171 + 83 of 593 us a step).
+// online softmax of its keys in registers, the chunks' states merged by phase 3's staging, so an item takes
+// one trip to memory, two block barriers and no last-block merge (at batch 1 on an H200 the default attention
+// was 171 + 83 of 593 us a step).
 // Numerics follow the layer-by-layer path: the GEMV inputs (normalised rows, attention output, MLP
 // hidden) are rounded to the activation type, and every dot product accumulates in f32.
 #pragma once
