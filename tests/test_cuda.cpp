@@ -399,7 +399,8 @@ TEST_CASE("cuda: greedy completions equal the CPU's token for token", "[cuda]") 
             const Completion sh = cuda_generate(*m, prec, image, q);
             std::printf("cuda check: greedy %s (%s%s), prompt read from sequence 0: tokens %s, entropy %s\n",
                         cfg.name.c_str(), pname(prec), onepass ? ", one-pass attention" : "",
-                        sh.tokens == own.tokens ? "identical" : "DIFFER", sh.entropy == own.entropy ? "identical" : "DIFFERS");
+                        sh.tokens == own.tokens ? "identical" : "DIFFER",
+                        sh.entropy == own.entropy ? "identical" : "DIFFERS");
             CHECK(sh.tokens == own.tokens);
             CHECK(sh.entropy == own.entropy);
         }

@@ -777,7 +777,8 @@ std::string cuda_fused_profile_report(const std::vector<uint64_t>& slots, int32_
             slowest = std::max(slowest, at(b, 2 * i));
             least_wait = std::min(least_wait, at(b, 2 * i + 1));
         }
-        std::snprintf(buf, sizeof buf, " %s %.1f mean, %.1f slowest, %.1f barrier;", names[i], mean, slowest, least_wait);
+        std::snprintf(buf, sizeof buf, " %s %.1f mean, %.1f slowest, %.1f barrier;", names[i], mean, slowest,
+                      least_wait);
         all += buf;
     }
     total += at(0, 10);

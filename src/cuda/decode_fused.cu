@@ -663,7 +663,8 @@ __host__ __device__ constexpr int64_t onepass_state_floats(int32_t B, int32_t NH
 template <typename T>
 IGPT_NOINLINE void stage_attention(const float* ws, int32_t B, int32_t C, int32_t NH, int32_t D, int32_t nsplit,
                                 T* s_in) {
-    float* s_ws = reinterpret_cast<float*>(reinterpret_cast<char*>(s_in) + round16(int64_t(B) * C * int64_t(sizeof(T))));
+    const int64_t s_in_bytes = round16(int64_t(B) * C * int64_t(sizeof(T)));
+    float* s_ws = reinterpret_cast<float*>(reinterpret_cast<char*>(s_in) + s_in_bytes);
     stage_copy<float>(ws, onepass_state_floats(B, NH, nsplit, D), s_ws);
     const float* ml = s_ws;                                       // (items, 2)
     const float* po = s_ws + int64_t(B) * NH * nsplit * 2;        // (items, D)
@@ -838,8 +839,10 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     const bool onepass = onepass_env && std::strcmp(onepass_env, "1") == 0;
     const size_t attn = onepass ? size_t(kWarps) * size_t(D + 2) * 4
                                 : (size_t(D) + size_t(chunk) + size_t(kThreads) * size_t(kv)) * 4;
-    const size_t merge = onepass ? size_t(round16(int64_t(B) * C * int64_t(es)) + onepass_state_floats(B, NH, nsplit, D) * 4) : 0;
-    const size_t smem = size_t(round16(int64_t(std::max({stage, attn, merge}))));  // dynamic; checked with the static below
+    const size_t merge =
+        onepass ? size_t(round16(int64_t(B) * C * int64_t(es)) + onepass_state_floats(B, NH, nsplit, D) * 4) : 0;
+    // dynamic; checked with the static below
+    const size_t smem = size_t(round16(int64_t(std::max({stage, attn, merge}))));
     // IGPT_CUDA_MMA=1: the GEMV phases on tensor cores (gemv_mma; f16/bf16, widths a multiple of 32, sm_80+).
     const char* mma_env = std::getenv("IGPT_CUDA_MMA");
     int major = 0;
