@@ -317,10 +317,7 @@ private:
     // from sequence 0); with IGPT_CUDA_SHARED_KV=1 the fused step reads them from sequence 0 (not measured
     // on a GPU yet, so off by default). 0 outside generate().
     int32_t shared_len_ = 0;
-    static bool shared_kv_default() {
-        const char* env = std::getenv("IGPT_CUDA_SHARED_KV");
-        return env && std::strcmp(env, "1") == 0;
-    }
+    static bool shared_kv_default() { return cuda::env_is_one("IGPT_CUDA_SHARED_KV"); }
 };
 
 void CudaBackend::upload(const Model& model) {

@@ -19,6 +19,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "cuda/emu_namespace.h"
@@ -30,6 +32,12 @@ enum class DevType { F32, F16, BF16 };
 
 inline size_t dev_type_size(DevType t) { return t == DevType::F32 ? 4 : 2; }
 inline const char* dev_type_name(DevType t) { return t == DevType::F32 ? "f32" : t == DevType::F16 ? "f16" : "bf16"; }
+
+// An on/off switch from the environment (IGPT_CUDA_MMA, IGPT_CUDA_ONEPASS, ...): on when set to exactly "1".
+inline bool env_is_one(const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::strcmp(v, "1") == 0;
+}
 
 [[noreturn]] inline void throw_cuda_error(cudaError_t e, const char* what, const char* file, int line) {
     throw Error(std::string("CUDA error: ") + cudaGetErrorString(e) + " (" + what + " at " + file + ":" +

@@ -168,16 +168,17 @@ __device__ __forceinline__ void row_dot(const uint4* __restrict__ wr, const T* s
     }
 }
 
+// res[b * N + n], or 0 when res is null: the residual a GEMV's epilogue adds to (gemv below).
+__device__ __forceinline__ float load_res(const float* res, int32_t b, int32_t N, int32_t n) {
+    return res ? __ldcg(res + int64_t(b) * N + n) : 0.0f;
+}
+
 // For every output row n of W (N, K) and sequence b < B: epi(b, n, dot(W[n], s_in[b]), r) with r = res[b * N +
 // n], or 0 when res is null: the residual the epilogue adds to, loaded by the thread that will call epi before
 // the row's products, so that its round trip overlaps theirs instead of following them. Rows go to the
 // grid's warps round-robin (so a row's owner is the same warp in every layer); each lane streams 16-byte
 // chunks of the row, kUnroll loads in flight. next_W: the next layer's matrix of the same shape, whose
 // rows this warp will read next; they are prefetched into L2.
-__device__ __forceinline__ float load_res(const float* res, int32_t b, int32_t N, int32_t n) {
-    return res ? __ldcg(res + int64_t(b) * N + n) : 0.0f;
-}
-
 template <typename T, int MAXB, typename Epi>
 __device__ void gemv(const T* __restrict__ W, const T* s_in, int32_t B, int32_t N, int32_t K,
                      const T* __restrict__ next_W, const float* res, Epi epi) {
@@ -811,7 +812,6 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
         plan.why = "batch " + std::to_string(B) + " is over " + std::to_string(kFusedMaxBatch);
         return plan;
     }
-
     if (D % kv != 0 || 32 % (D / kv) != 0 || C % kv != 0 || H % kv != 0) {
         plan.why = "widths not a multiple of 16 bytes (head dim " + std::to_string(D) + ")";
         return plan;
@@ -835,8 +835,7 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     const size_t es = dev_type_size(t);
     const size_t stage = size_t(B) * size_t(std::max(C, H)) * es;
     // IGPT_CUDA_ONEPASS=1: attention_onepass, and stage_attention's copy of its states after s_in.
-    const char* onepass_env = std::getenv("IGPT_CUDA_ONEPASS");
-    const bool onepass = onepass_env && std::strcmp(onepass_env, "1") == 0;
+    const bool onepass = env_is_one("IGPT_CUDA_ONEPASS");
     const size_t attn = onepass ? size_t(kWarps) * size_t(D + 2) * 4
                                 : (size_t(D) + size_t(chunk) + size_t(kThreads) * size_t(kv)) * 4;
     const size_t merge =
@@ -844,11 +843,9 @@ FusedDecodePlan plan_fused_decode(DevType t, int32_t B, int32_t C, int32_t H, in
     // dynamic; checked with the static below
     const size_t smem = size_t(round16(int64_t(std::max({stage, attn, merge}))));
     // IGPT_CUDA_MMA=1: the GEMV phases on tensor cores (gemv_mma; f16/bf16, widths a multiple of 32, sm_80+).
-    const char* mma_env = std::getenv("IGPT_CUDA_MMA");
     int major = 0;
     IGPT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    const bool mma = mma_env && std::strcmp(mma_env, "1") == 0 && t != DevType::F32 && C % 32 == 0 && H % 32 == 0 &&
-                     major >= 8;
+    const bool mma = env_is_one("IGPT_CUDA_MMA") && t != DevType::F32 && C % 32 == 0 && H % 32 == 0 && major >= 8;
     const int32_t splitk = fused_splitk_from_env();
     int blocks_per_sm = 0;
     size_t static_smem = 0;

@@ -71,10 +71,7 @@ class StepProfile {
 public:
     enum Part { kGemm, kAttention, kOptimizer, kStep, kParts };
 
-    StepProfile() {
-        const char* e = std::getenv("IGPT_CUDA_PROFILE");
-        on_ = e && std::strcmp(e, "1") == 0;
-    }
+    StepProfile() : on_(cuda::env_is_one("IGPT_CUDA_PROFILE")) {}
     ~StepProfile() {
         for (cudaEvent_t e : pool_) cudaEventDestroy(e);
     }
